@@ -1,0 +1,38 @@
+# Quick start: `make demo` and `make test` on a machine with only python3.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+export TF_CPP_MIN_LOG_LEVEL ?= 3
+
+.PHONY: test test-tensorflow test-jax demo bench bench-small clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test,jax,bench]"
+	touch $(STAMP)
+
+# Ops and layers are tested once per backend.
+test: $(STAMP)
+	$(MAKE) --no-print-directory test-tensorflow
+	$(MAKE) --no-print-directory test-jax
+
+test-tensorflow: $(STAMP)
+	KERAS_BACKEND=tensorflow $(PY) -m pytest tests $(PYTEST_ARGS)
+
+test-jax: $(STAMP)
+	KERAS_BACKEND=jax $(PY) -m pytest tests $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	KERAS_BACKEND=tensorflow $(PY) examples/demo.py
+
+bench: $(STAMP)
+	KERAS_BACKEND=tensorflow $(PY) benchmarks/roi_align.py
+
+bench-small: $(STAMP)
+	KERAS_BACKEND=tensorflow $(PY) benchmarks/roi_align.py --small
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache benchmarks/results demo_output

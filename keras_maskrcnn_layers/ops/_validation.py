@@ -1,0 +1,94 @@
+"""Argument checks shared by ops and layers.
+
+Every check raises `ValueError` naming the argument and the value given,
+as API.md requires. Checks on tensor *values* run only where the values
+are concrete (eager calls); traced and compiled calls cannot raise on data,
+so they skip them.
+"""
+
+import math
+
+import numpy as np
+
+
+def check_positive_int(name, value, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"`{name}` must be an integer >= {minimum}. Received: {name}={value!r}")
+    if value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}. Received: {name}={value!r}")
+    return int(value)
+
+
+def check_probability(name, value):
+    """A threshold in [0, 1], such as an IoU threshold."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        raise ValueError(f"`{name}` must be a number in [0, 1]. Received: {name}={value!r}")
+    if not 0.0 <= float(value) <= 1.0 or math.isnan(float(value)):
+        raise ValueError(f"`{name}` must be a number in [0, 1]. Received: {name}={value!r}")
+    return float(value)
+
+
+def check_pair(name, value, minimum=1):
+    """An int or an (h, w) pair of ints, each >= minimum; returns a tuple."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = (value, value)
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise ValueError(
+            f"`{name}` must be an int or a pair (height, width) of ints. Received: {name}={value!r}"
+        )
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
+            raise ValueError(
+                f"`{name}` must hold integers >= {minimum}. Received: {name}={value!r}"
+            )
+    return (int(value[0]), int(value[1]))
+
+
+def check_image_shape(name, value):
+    """A static (height, width) pair of positive ints; a longer shape keeps its first two."""
+    if not isinstance(value, (tuple, list)) or len(value) < 2:
+        raise ValueError(
+            f"`{name}` must be a static (height, width) pair of positive ints. "
+            f"Received: {name}={value!r}"
+        )
+    h, w = value[0], value[1]
+    for v in (h, w):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(
+                f"`{name}` must be a static (height, width) pair of positive ints. "
+                f"Received: {name}={value!r}"
+            )
+    return (int(h), int(w))
+
+
+def concrete_value(x):
+    """Returns `x` as a NumPy array when its values are known, else None.
+
+    Symbolic Keras tensors, `tf.function` graph tensors and JAX tracers have
+    no values yet; value checks are skipped for them.
+    """
+    if isinstance(x, np.ndarray):
+        return x
+    if x is None or type(x).__name__ == "KerasTensor":
+        return None
+    try:
+        return np.asarray(x)
+    except Exception:  # Traced tensors refuse conversion; that is expected.
+        return None
+
+
+def check_boxes_values(name, boxes):
+    """Raises on NaN/inf coordinates or boxes with y2 < y1 or x2 < x1 (eager only)."""
+    value = concrete_value(boxes)
+    if value is None or value.size == 0:
+        return
+    value = value.astype(np.float64)
+    if not np.all(np.isfinite(value)):
+        raise ValueError(f"`{name}` contains NaN or infinite coordinates.")
+    bad = (value[..., 2] < value[..., 0]) | (value[..., 3] < value[..., 1])
+    if np.any(bad):
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"`{name}` must be (y1, x1, y2, x2) with y2 >= y1 and x2 >= x1; "
+            f"box at index {first} is {value[first].tolist()}. Are the boxes in xyxy order?"
+        )

@@ -1,0 +1,264 @@
+"""ROI Align (He et al., Mask R-CNN, 2017), single- and multi-level, in keras.ops.
+
+Semantics follow torchvision's and Detectron2's kernels (API.md):
+
+- the box is scaled to the feature map; with `aligned=True` 0.5 is
+  subtracted from every coordinate (Detectron2 ROIAlignV2), with
+  `aligned=False` the ROI's height and width are clamped to at least 1;
+- each of the `pool_h * pool_w` bins averages `sampling_ratio**2` bilinear
+  samples at `start + bin_size * (i + (k + 0.5) / sampling_ratio)`;
+- a sample with `y < -1` or `y > H` (likewise x) contributes 0; otherwise
+  coordinates below 0 are clamped to 0 and samples past the last row or
+  column read that row or column (no extrapolation).
+
+The implementation never materialises the sampling grid: the features are
+flattened to `[T, C]`, and for each sample offset and each of the four
+bilinear corners one gather of `[B, N, pool_h, pool_w, C]` is weighted and
+accumulated at once, so XLA fuses gather, multiply and add into one loop.
+Gradients flow to the features only.
+"""
+
+from keras import ops
+
+from keras_maskrcnn_layers.ops._validation import check_pair, check_positive_int
+from keras_maskrcnn_layers.ops.level_mapping import assign_fpn_levels, check_level_range
+
+
+def _axis_samples(start, bin_size, pool, sampling_ratio):
+    """Sample coordinates along one axis: `[B, N]` -> `[B, N, pool, sampling_ratio]`."""
+    grid = ops.arange(pool, dtype="float32")[:, None] + (
+        ops.arange(sampling_ratio, dtype="float32")[None, :] + 0.5
+    ) / float(sampling_ratio)
+    return start[..., None, None] + bin_size[..., None, None] * grid
+
+
+def _axis_corners(coord, size):
+    """The per-axis bilinear rule of torchvision's `bilinear_interpolate`.
+
+    Args:
+        coord: float `[B, N, pool, S]` sample coordinates.
+        size: float `[B, N]` length of the axis on the box's level.
+
+    Returns:
+        `(low, high, w_low, w_high)`: int32 indices and float32 weights, the
+        weights zero for samples outside `[-1, size]`.
+    """
+    size = size[..., None, None]
+    inside = ops.logical_and(coord >= -1.0, coord <= size)
+    coord = ops.maximum(coord, 0.0)
+    low = ops.floor(coord)
+    at_end = low >= size - 1.0
+    low = ops.where(at_end, size - 1.0, low)
+    high = ops.where(at_end, size - 1.0, low + 1.0)
+    frac = ops.where(at_end, 0.0, coord - low)
+    inside = ops.cast(inside, "float32")
+    return (
+        ops.cast(low, "int32"),
+        ops.cast(high, "int32"),
+        (1.0 - frac) * inside,
+        frac * inside,
+    )
+
+
+def _roi_align_flat(flat_features, boxes, base, height, width, scale, pool_size, sampling_ratio, aligned):
+    """ROI Align over a flattened feature table.
+
+    Args:
+        flat_features: `[T, C]`, every (image, level) map flattened row-major.
+        boxes: float32 `[B, N, 4]`, yxyx pixels of the input image.
+        base: int32 `[B, N]`, row in `flat_features` of the box's map origin.
+        height, width: float32 `[B, N]`, size of the box's map.
+        scale: float32 `[B, N]`, pixels-to-map factor (`1 / stride`).
+
+    Returns:
+        float32 `[B, N, pool_h, pool_w, C]`.
+    """
+    pool_h, pool_w = pool_size
+    boxes = ops.stop_gradient(boxes)
+    offset = 0.5 if aligned else 0.0
+    y1 = boxes[..., 0] * scale - offset
+    x1 = boxes[..., 1] * scale - offset
+    roi_h = boxes[..., 2] * scale - offset - y1
+    roi_w = boxes[..., 3] * scale - offset - x1
+    if not aligned:
+        roi_h = ops.maximum(roi_h, 1.0)
+        roi_w = ops.maximum(roi_w, 1.0)
+    ys = _axis_samples(y1, roi_h / pool_h, pool_h, sampling_ratio)
+    xs = _axis_samples(x1, roi_w / pool_w, pool_w, sampling_ratio)
+    y_low, y_high, wy_low, wy_high = _axis_corners(ys, height)
+    x_low, x_high, wx_low, wx_high = _axis_corners(xs, width)
+
+    row_stride = ops.cast(width, "int32")[..., None, None]
+    base = base[..., None]
+    y_terms = ((y_low * row_stride, wy_low), (y_high * row_stride, wy_high))
+    x_terms = ((x_low, wx_low), (x_high, wx_high))
+    norm = 1.0 / float(sampling_ratio * sampling_ratio)
+
+    output = None
+    for ky in range(sampling_ratio):
+        for kx in range(sampling_ratio):
+            for y_index, y_weight in y_terms:
+                for x_index, x_weight in x_terms:
+                    # [B, N, pool_h, 1] + [B, N, 1, pool_w] -> [B, N, pool_h, pool_w]
+                    index = (base + y_index[..., ky])[..., :, None] + x_index[..., kx][..., None, :]
+                    weight = y_weight[..., ky][..., :, None] * x_weight[..., kx][..., None, :] * norm
+                    term = ops.cast(ops.take(flat_features, index, axis=0), "float32") * weight[..., None]
+                    output = term if output is None else output + term
+    return output
+
+
+def _check_boxes_rank(boxes):
+    if len(boxes.shape) != 3 or boxes.shape[-1] != 4:
+        raise ValueError(f"`boxes` must have shape [B, N, 4] (yxyx pixels). Received: shape={boxes.shape}")
+
+
+def roi_align(features, boxes, output_size, spatial_scale=1.0, sampling_ratio=2, aligned=True):
+    """ROI Align on one feature map.
+
+    Args:
+        features: float tensor `[B, H, W, C]`.
+        boxes: float tensor `[B, N, 4]`, yxyx in the coordinates that
+            `spatial_scale` maps onto the feature map (pixels of the input
+            image with `spatial_scale = 1 / stride`).
+        output_size: int or `(pool_h, pool_w)`.
+        spatial_scale: float. Multiplies the box coordinates. Defaults to `1.0`.
+        sampling_ratio: int >= 1. Bilinear samples per bin along each axis.
+            Defaults to `2`.
+        aligned: bool. Half-pixel shift of Detectron2's ROIAlignV2. Defaults
+            to `True`.
+
+    Returns:
+        Tensor `[B, N, pool_h, pool_w, C]` in the dtype of `features`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_maskrcnn_layers import ops as kml_ops
+    >>> features = np.arange(16, dtype="float32").reshape(1, 4, 4, 1)
+    >>> boxes = np.array([[[0.0, 0.0, 2.0, 2.0]]], "float32")
+    >>> out = kml_ops.roi_align(features, boxes, output_size=1, sampling_ratio=1)
+    >>> float(keras.ops.convert_to_numpy(out)[0, 0, 0, 0, 0])
+    2.5
+    """
+    pool_size = check_pair("output_size", output_size)
+    sampling_ratio = check_positive_int("sampling_ratio", sampling_ratio)
+    if isinstance(spatial_scale, bool) or not isinstance(spatial_scale, (int, float)) or spatial_scale <= 0:
+        raise ValueError(f"`spatial_scale` must be a positive number. Received: spatial_scale={spatial_scale!r}")
+    features = ops.convert_to_tensor(features)
+    boxes = ops.cast(ops.convert_to_tensor(boxes), "float32")
+    _check_boxes_rank(boxes)
+    if len(features.shape) != 4:
+        raise ValueError(f"`features` must have shape [B, H, W, C]. Received: shape={features.shape}")
+    batch, height, width, channels = ops.shape(features)
+    num_boxes = ops.shape(boxes)[1]
+    flat = ops.reshape(features, (-1, channels))
+    image_index = ops.arange(batch, dtype="int32")[:, None] * (height * width)
+    base = ops.broadcast_to(image_index, (batch, num_boxes))
+    fill = ops.ones((batch, num_boxes), "float32")
+    out = _roi_align_flat(
+        flat,
+        boxes,
+        base,
+        fill * ops.cast(height, "float32"),
+        fill * ops.cast(width, "float32"),
+        fill * float(spatial_scale),
+        pool_size,
+        sampling_ratio,
+        bool(aligned),
+    )
+    return ops.cast(out, features.dtype)
+
+
+def multilevel_roi_align(
+    features,
+    boxes,
+    output_size,
+    sampling_ratio=2,
+    aligned=True,
+    min_level=2,
+    max_level=5,
+    canonical_size=224,
+    canonical_level=4,
+):
+    """ROI Align over an FPN pyramid: each box is pooled from its own level.
+
+    The level of a box is `assign_fpn_levels(boxes, ...)`; on level `l` the
+    box is scaled by `1 / 2**l`. All levels are flattened into one table, so
+    a single set of gathers serves every box whatever its level. Rows whose
+    box is all zeros (padding, by the package's convention) give zeros.
+
+    Args:
+        features: list of float tensors `[B, H_l, W_l, C]` for levels
+            `min_level..max_level` (stride `2**l`).
+        boxes: float tensor `[B, N, 4]`, yxyx pixels of the input image.
+        output_size: int or `(pool_h, pool_w)`.
+        sampling_ratio: int >= 1. Defaults to `2`.
+        aligned: bool. Defaults to `True`.
+        min_level, max_level: ints. Levels of `features[0]` and
+            `features[-1]`. Default to `2` and `5`.
+        canonical_size, canonical_level: FPN paper Eqn. 1 constants.
+            Default to `224` and `4`.
+
+    Returns:
+        Tensor `[B, N, pool_h, pool_w, C]` in the dtype of `features[0]`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_maskrcnn_layers import ops as kml_ops
+    >>> features = [np.ones((1, 64 // 2**l, 64 // 2**l, 8), "float32") for l in (2, 3, 4, 5)]
+    >>> boxes = np.array([[[4.0, 4.0, 36.0, 44.0], [0.0, 0.0, 0.0, 0.0]]], "float32")
+    >>> out = kml_ops.multilevel_roi_align(features, boxes, output_size=7)
+    >>> tuple(out.shape), float(keras.ops.convert_to_numpy(out)[0, 1].max())
+    ((1, 2, 7, 7, 8), 0.0)
+    """
+    pool_size = check_pair("output_size", output_size)
+    sampling_ratio = check_positive_int("sampling_ratio", sampling_ratio)
+    min_level, max_level, canonical_size, canonical_level = check_level_range(
+        min_level, max_level, canonical_size, canonical_level
+    )
+    if not isinstance(features, (list, tuple)):
+        raise ValueError("`features` must be a list of [B, H_l, W_l, C] tensors, one per level.")
+    expected = max_level - min_level + 1
+    if len(features) != expected:
+        raise ValueError(
+            f"`features` must hold one map per level {min_level}..{max_level} ({expected} maps). "
+            f"Received: {len(features)} maps"
+        )
+    features = [ops.convert_to_tensor(f) for f in features]
+    dtype = features[0].dtype
+    channels = features[0].shape[-1]
+    for i, f in enumerate(features):
+        if len(f.shape) != 4 or f.shape[-1] != channels:
+            raise ValueError(
+                f"Every feature map must be [B, H, W, {channels}]. Received: features[{i}] of shape {f.shape}"
+            )
+    boxes = ops.cast(ops.convert_to_tensor(boxes), "float32")
+    _check_boxes_rank(boxes)
+
+    batch = ops.shape(boxes)[0]
+    num_boxes = ops.shape(boxes)[1]
+    heights, widths, offsets = [], [], []
+    total = 0
+    for f in features:
+        _, h, w, _ = ops.shape(f)
+        heights.append(ops.cast(h, "float32"))
+        widths.append(ops.cast(w, "float32"))
+        offsets.append(ops.cast(total, "int32"))
+        total = total + h * w
+    flat = ops.concatenate([ops.reshape(ops.cast(f, dtype), (batch, -1, channels)) for f in features], axis=1)
+    flat = ops.reshape(flat, (-1, channels))
+
+    level = assign_fpn_levels(boxes, min_level, max_level, canonical_size, canonical_level) - min_level
+    height = ops.take(ops.stack(heights), level)
+    width = ops.take(ops.stack(widths), level)
+    scale = ops.take(
+        ops.convert_to_tensor([2.0 ** -lvl for lvl in range(min_level, max_level + 1)], "float32"), level
+    )
+    image_index = ops.arange(batch, dtype="int32")[:, None] * ops.cast(total, "int32")
+    base = image_index + ops.take(ops.stack(offsets), level)
+
+    out = _roi_align_flat(flat, boxes, base, height, width, scale, pool_size, sampling_ratio, bool(aligned))
+    real = ops.cast(ops.any(ops.not_equal(boxes, 0.0), axis=-1), "float32")
+    out = out * real[..., None, None, None]
+    return ops.cast(out, dtype)
