@@ -68,6 +68,7 @@ def run_layer_test(
     atol=1e-5,
     mixed_precision_atol=0.05,
     run_training=None,
+    outputs_have_batch=True,
 ):
     """Runs the common checks on `layer` called as `layer(*inputs, **call_kwargs)`.
 
@@ -83,6 +84,8 @@ def run_layer_test(
             relative to the largest float32 output magnitude.
         run_training: force the training step on or off; by default it runs
             when the layer has trainable weights.
+        outputs_have_batch: False for layers whose output has no batch axis
+            (anchors are the same for every image).
     """
     call_kwargs = call_kwargs or {}
     fresh = check_config_round_trip(layer)
@@ -101,8 +104,11 @@ def run_layer_test(
     model = keras.Model(symbolic_inputs, symbolic_outputs)
     model.set_weights(layer.get_weights())
     for sym, out in zip(_flatten(symbolic_outputs), eager_np):
-        assert tuple(sym.shape)[1:] == out.shape[1:], (sym.shape, out.shape)
-        assert sym.shape[0] is None
+        if outputs_have_batch:
+            assert tuple(sym.shape)[1:] == out.shape[1:], (sym.shape, out.shape)
+            assert sym.shape[0] is None
+        else:
+            assert tuple(sym.shape) == out.shape, (sym.shape, out.shape)
 
     # === XLA ===
     model.compile(jit_compile=True)
