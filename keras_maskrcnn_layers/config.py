@@ -1,0 +1,356 @@
+"""`MaskRCNNConfig`: every setting of a Mask R-CNN under matterport's names, validated together."""
+
+import copy
+import json
+import math
+import warnings
+
+import numpy as np
+
+# Matterport's `mrcnn/config.py` defaults, plus our own knobs (marked "ours").
+DEFAULTS = {
+    "NAME": "mask_rcnn",
+    "GPU_COUNT": 1,
+    "IMAGES_PER_GPU": 2,
+    "BATCH_SIZE": None,  # derived: IMAGES_PER_GPU * GPU_COUNT unless given
+    "STEPS_PER_EPOCH": 1000,
+    "VALIDATION_STEPS": 50,
+    "BACKBONE": "resnet101",
+    "BACKBONE_WEIGHTS": None,  # ours: None, or a local weights file
+    "BACKBONE_STRIDES": (4, 8, 16, 32, 64),
+    "FPN_CLASSIF_FC_LAYERS_SIZE": 1024,
+    "TOP_DOWN_PYRAMID_SIZE": 256,
+    "NUM_CLASSES": 1,
+    "RPN_ANCHOR_SCALES": (32, 64, 128, 256, 512),
+    "RPN_ANCHOR_RATIOS": (0.5, 1, 2),
+    "RPN_ANCHOR_STRIDE": 1,
+    "RPN_NMS_THRESHOLD": 0.7,
+    "RPN_TRAIN_ANCHORS_PER_IMAGE": 256,
+    "PRE_NMS_LIMIT": 6000,
+    "POST_NMS_ROIS_TRAINING": 2000,
+    "POST_NMS_ROIS_INFERENCE": 1000,
+    "USE_MINI_MASK": True,
+    "MINI_MASK_SHAPE": (56, 56),
+    "IMAGE_RESIZE_MODE": "square",
+    "IMAGE_MIN_DIM": 800,
+    "IMAGE_MAX_DIM": 1024,
+    "IMAGE_MIN_SCALE": 0,
+    "IMAGE_CHANNEL_COUNT": 3,
+    "MEAN_PIXEL": (123.7, 116.8, 103.9),
+    "TRAIN_ROIS_PER_IMAGE": 200,
+    "ROI_POSITIVE_RATIO": 0.33,
+    "POOL_SIZE": 7,
+    "MASK_POOL_SIZE": 14,
+    "MASK_SHAPE": (28, 28),
+    "MASK_UPSAMPLE": "transpose",  # ours: MaskHead upsampling mode
+    "MASK_HEAD_CONVS": 4,  # ours
+    "MASK_CLASS_AGNOSTIC": False,  # ours
+    "ROI_SAMPLING_RATIO": 2,  # ours: ROI Align samples per bin and axis
+    "ROI_ALIGNED": True,  # ours: half-pixel aligned ROI Align
+    "MAX_GT_INSTANCES": 100,
+    "RPN_BBOX_STD_DEV": (0.1, 0.1, 0.2, 0.2),
+    "BBOX_STD_DEV": (0.1, 0.1, 0.2, 0.2),
+    "DETECTION_MAX_INSTANCES": 100,
+    "DETECTION_MIN_CONFIDENCE": 0.7,
+    "DETECTION_NMS_THRESHOLD": 0.3,
+    "DETECTION_MASK_THRESHOLD": 0.5,  # ours: threshold of pasted masks
+    "LEARNING_RATE": 0.001,
+    "LEARNING_MOMENTUM": 0.9,
+    "WEIGHT_DECAY": 0.0001,
+    "LOSS_WEIGHTS": {
+        "rpn_class_loss": 1.0,
+        "rpn_bbox_loss": 1.0,
+        "mrcnn_class_loss": 1.0,
+        "mrcnn_bbox_loss": 1.0,
+        "mrcnn_mask_loss": 1.0,
+    },
+    "TRAIN_BN": False,
+    "GRADIENT_CLIP_NORM": 5.0,
+}
+
+PRESETS = {
+    # Generated shapes on 128 px images: a small backbone that trains on two
+    # CPU cores in minutes. Anchor scales follow the objects (8..128 px).
+    "shapes": {
+        "NAME": "shapes",
+        "NUM_CLASSES": 4,
+        "BACKBONE": "small",
+        "IMAGE_MIN_DIM": 128,
+        "IMAGE_MAX_DIM": 128,
+        "IMAGES_PER_GPU": 8,
+        "USE_MINI_MASK": False,
+        "RPN_ANCHOR_SCALES": (8, 16, 32, 64, 128),
+        "TOP_DOWN_PYRAMID_SIZE": 64,
+        "FPN_CLASSIF_FC_LAYERS_SIZE": 256,
+        "PRE_NMS_LIMIT": 1000,
+        "POST_NMS_ROIS_TRAINING": 200,
+        "POST_NMS_ROIS_INFERENCE": 100,
+        "TRAIN_ROIS_PER_IMAGE": 32,
+        "MAX_GT_INSTANCES": 8,
+        "MASK_HEAD_CONVS": 2,
+        "DETECTION_MAX_INSTANCES": 10,
+        "DETECTION_MIN_CONFIDENCE": 0.5,
+        "STEPS_PER_EPOCH": 50,
+        "VALIDATION_STEPS": 5,
+        "LEARNING_RATE": 0.01,
+    },
+    # The paper's setting: ResNet-50-FPN on 1024 px images, COCO's 81 classes.
+    "coco": {
+        "NAME": "coco",
+        "NUM_CLASSES": 81,
+        "BACKBONE": "resnet50",
+        "IMAGE_MIN_DIM": 800,
+        "IMAGE_MAX_DIM": 1024,
+    },
+}
+
+RESIZE_MODES = ("square", "pad64", "none")
+BACKBONES = ("resnet50", "resnet101", "small")
+UPSAMPLE_MODES = ("transpose", "bilinear", "nearest")
+
+
+def _plain(value):
+    """JSON-friendly copy: tuples and arrays become lists."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _tuple(value):
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        return tuple(_tuple(v) for v in value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+class MaskRCNNConfig:
+    """Every setting of a Mask R-CNN, under the names of matterport's `Config`.
+
+    Settings are upper-case attributes; unknown names raise so that typos do
+    not pass silently. The whole configuration is validated on creation:
+    combinations that cannot work raise a `ValueError` naming the settings.
+
+    Example:
+
+    >>> import keras_maskrcnn_layers as kml
+    >>> cfg = kml.MaskRCNNConfig.preset("shapes", MASK_POOL_SIZE=28, MASK_SHAPE=(56, 56))
+    >>> cfg.IMAGE_SHAPE, cfg.BATCH_SIZE, cfg.MASK_UPSAMPLE_FACTOR
+    ((128, 128, 3), 8, 2)
+    >>> kml.MaskRCNNConfig.from_json(cfg.to_json()) == cfg
+    True
+    """
+
+    def __init__(self, **settings):
+        values = copy.deepcopy(DEFAULTS)
+        unknown = sorted(set(settings) - set(DEFAULTS))
+        if unknown:
+            raise ValueError(f"Unknown setting(s) {unknown}. Known settings: {sorted(DEFAULTS)}")
+        values.update({k: _tuple(v) if k != "LOSS_WEIGHTS" else dict(v) for k, v in settings.items()})
+        given_batch = settings.get("BATCH_SIZE")
+        if given_batch is None:
+            values["BATCH_SIZE"] = values["IMAGES_PER_GPU"] * values["GPU_COUNT"]
+        object.__setattr__(self, "_values", values)
+        self.validate()
+
+    # === Construction ===
+
+    @classmethod
+    def preset(cls, name, **overrides):
+        """A named starting point (`"shapes"` or `"coco"`) with overrides."""
+        if name not in PRESETS:
+            raise ValueError(f"Unknown preset {name!r}. Available: {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    @classmethod
+    def from_matterport(cls, config, **overrides):
+        """From a matterport-style `Config` subclass or instance.
+
+        Every upper-case attribute whose name this config knows is taken
+        (matterport's derived `BATCH_SIZE`, `IMAGE_SHAPE` and
+        `IMAGE_META_SIZE` are recomputed here); other upper-case attributes
+        are reported in one warning and ignored.
+        """
+        source = config() if isinstance(config, type) else config
+        taken, ignored = {}, []
+        for name in dir(source):
+            if not name.isupper() or name.startswith("_"):
+                continue
+            value = getattr(source, name)
+            if callable(value):
+                continue
+            if name in ("IMAGE_SHAPE", "IMAGE_META_SIZE"):
+                continue
+            if name in DEFAULTS:
+                taken[name] = value
+            else:
+                ignored.append(name)
+        if ignored:
+            warnings.warn(f"Ignored matterport settings with no equivalent here: {sorted(ignored)}", stacklevel=2)
+        taken.pop("BATCH_SIZE", None)
+        return cls(**{**taken, **overrides})
+
+    def to_json(self):
+        return json.dumps(_plain(self._values), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text):
+        return cls(**json.loads(text))
+
+    def to_dict(self):
+        return _plain(self._values)
+
+    def replace(self, **overrides):
+        """A copy with some settings changed (and validated again)."""
+        values = {**self._values, **overrides}
+        if "BATCH_SIZE" not in overrides and ("IMAGES_PER_GPU" in overrides or "GPU_COUNT" in overrides):
+            values["BATCH_SIZE"] = None
+        return MaskRCNNConfig(**values)
+
+    # === Attribute access ===
+
+    def __getattr__(self, name):
+        values = object.__getattribute__(self, "_values")
+        if name in values:
+            return values[name]
+        raise AttributeError(name)
+
+    def __setattr__(self, name, value):
+        if name not in DEFAULTS:
+            raise ValueError(f"Unknown setting {name!r}.")
+        candidate = {**self._values, name: _tuple(value)}
+        MaskRCNNConfig(**candidate)  # validates the whole before changing anything
+        self._values[name] = _tuple(value)
+
+    def __eq__(self, other):
+        return isinstance(other, MaskRCNNConfig) and self.to_dict() == other.to_dict()
+
+    def __repr__(self):
+        lines = [f"  {k} = {v!r}" for k, v in sorted(self._values.items())]
+        derived = [f"  {k} = {getattr(self, k)!r}  (derived)" for k in ("IMAGE_SHAPE", "MASK_UPSAMPLE_FACTOR")]
+        return "MaskRCNNConfig(\n" + "\n".join(lines + derived) + "\n)"
+
+    # === Derived settings ===
+
+    @property
+    def IMAGE_SHAPE(self):  # noqa: N802 (matterport's name)
+        """The network input shape `(height, width, channels)`."""
+        c = self.IMAGE_CHANNEL_COUNT
+        if self.IMAGE_RESIZE_MODE == "square":
+            return (self.IMAGE_MAX_DIM, self.IMAGE_MAX_DIM, c)
+        # "pad64" and "none" keep one fixed size: IMAGE_MAX_DIM square, so the
+        # graph has static shapes (inputs must fit in it).
+        return (self.IMAGE_MAX_DIM, self.IMAGE_MAX_DIM, c)
+
+    @property
+    def MASK_UPSAMPLE_FACTOR(self):  # noqa: N802
+        return self.MASK_SHAPE[0] // self.MASK_POOL_SIZE
+
+    @property
+    def anchor_scales_per_level(self):
+        return self.RPN_ANCHOR_SCALES
+
+    # === Validation ===
+
+    def validate(self):
+        v = self._values
+
+        def fail(message):
+            raise ValueError(message)
+
+        def positive_int(name):
+            value = v[name]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                fail(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+
+        for name in (
+            "NUM_CLASSES", "GPU_COUNT", "IMAGES_PER_GPU", "BATCH_SIZE", "STEPS_PER_EPOCH", "IMAGE_MAX_DIM",
+            "IMAGE_MIN_DIM", "TOP_DOWN_PYRAMID_SIZE", "FPN_CLASSIF_FC_LAYERS_SIZE", "RPN_ANCHOR_STRIDE",
+            "RPN_TRAIN_ANCHORS_PER_IMAGE", "PRE_NMS_LIMIT", "POST_NMS_ROIS_TRAINING", "POST_NMS_ROIS_INFERENCE",
+            "TRAIN_ROIS_PER_IMAGE", "POOL_SIZE", "MASK_POOL_SIZE", "MAX_GT_INSTANCES", "DETECTION_MAX_INSTANCES",
+            "ROI_SAMPLING_RATIO", "IMAGE_CHANNEL_COUNT",
+        ):
+            positive_int(name)
+        if v["NUM_CLASSES"] < 2:
+            fail(f"`NUM_CLASSES` counts the background, so it must be >= 2. Received: NUM_CLASSES={v['NUM_CLASSES']}")
+        for name in ("RPN_NMS_THRESHOLD", "DETECTION_MIN_CONFIDENCE", "DETECTION_NMS_THRESHOLD",
+                     "DETECTION_MASK_THRESHOLD", "ROI_POSITIVE_RATIO"):
+            value = v[name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                fail(f"`{name}` must be a number in [0, 1]. Received: {name}={value!r}")
+        if v["IMAGE_RESIZE_MODE"] not in RESIZE_MODES:
+            fail(f"`IMAGE_RESIZE_MODE` must be one of {RESIZE_MODES}. Received: {v['IMAGE_RESIZE_MODE']!r}")
+        if v["BACKBONE"] not in BACKBONES and not callable(v["BACKBONE"]):
+            fail(f"`BACKBONE` must be one of {BACKBONES}. Received: BACKBONE={v['BACKBONE']!r}")
+        if v["IMAGE_MIN_DIM"] > v["IMAGE_MAX_DIM"]:
+            fail(f"`IMAGE_MIN_DIM` ({v['IMAGE_MIN_DIM']}) must not exceed `IMAGE_MAX_DIM` ({v['IMAGE_MAX_DIM']}).")
+        if v["IMAGE_MAX_DIM"] % 64 != 0:
+            # Six poolings of a ResNet-FPN (P6 at stride 64) must divide the input.
+            fail(
+                f"`IMAGE_MAX_DIM` must be a multiple of 64 so that P2..P6 tile the input exactly "
+                f"(mode {v['IMAGE_RESIZE_MODE']!r}). Received: IMAGE_MAX_DIM={v['IMAGE_MAX_DIM']}"
+            )
+        strides = v["BACKBONE_STRIDES"]
+        scales = v["RPN_ANCHOR_SCALES"]
+        if list(strides) != [4, 8, 16, 32, 64]:
+            fail(f"`BACKBONE_STRIDES` must be (4, 8, 16, 32, 64) for an FPN with P2..P6. Received: {strides!r}")
+        if len(scales) != len(strides):
+            fail(
+                f"`RPN_ANCHOR_SCALES` needs one entry per level of `BACKBONE_STRIDES` ({len(strides)}). "
+                f"Received: RPN_ANCHOR_SCALES={scales!r}"
+            )
+        ratios = v["RPN_ANCHOR_RATIOS"]
+        if not ratios or any(not isinstance(r, (int, float)) or r <= 0 for r in ratios):
+            fail(f"`RPN_ANCHOR_RATIOS` must be positive numbers. Received: {ratios!r}")
+        if v["POST_NMS_ROIS_TRAINING"] > v["PRE_NMS_LIMIT"] or v["POST_NMS_ROIS_INFERENCE"] > v["PRE_NMS_LIMIT"]:
+            fail(
+                "`POST_NMS_ROIS_TRAINING` and `POST_NMS_ROIS_INFERENCE` cannot exceed `PRE_NMS_LIMIT` "
+                f"({v['PRE_NMS_LIMIT']}). Received: {v['POST_NMS_ROIS_TRAINING']}, {v['POST_NMS_ROIS_INFERENCE']}"
+            )
+        if v["TRAIN_ROIS_PER_IMAGE"] > v["POST_NMS_ROIS_TRAINING"] + v["MAX_GT_INSTANCES"]:
+            fail(
+                f"`TRAIN_ROIS_PER_IMAGE` ({v['TRAIN_ROIS_PER_IMAGE']}) cannot exceed the proposals available "
+                f"in training (`POST_NMS_ROIS_TRAINING` {v['POST_NMS_ROIS_TRAINING']} + ground truth)."
+            )
+        mask_shape = v["MASK_SHAPE"]
+        if len(mask_shape) != 2 or mask_shape[0] != mask_shape[1]:
+            fail(f"`MASK_SHAPE` must be a square (side, side). Received: MASK_SHAPE={mask_shape!r}")
+        pool = v["MASK_POOL_SIZE"]
+        if mask_shape[0] % pool != 0:
+            fail(
+                f"`MASK_SHAPE` {tuple(mask_shape)} cannot be produced from `MASK_POOL_SIZE` {pool}: the mask "
+                f"head upsamples by an integer factor, so MASK_SHAPE must be a multiple of MASK_POOL_SIZE "
+                f"(for example {pool * 2} or {pool * 4})."
+            )
+        if v["MASK_UPSAMPLE"] not in UPSAMPLE_MODES:
+            fail(f"`MASK_UPSAMPLE` must be one of {UPSAMPLE_MODES}. Received: {v['MASK_UPSAMPLE']!r}")
+        mini = v["MINI_MASK_SHAPE"]
+        if len(mini) != 2 or any(not isinstance(s, int) or s < 1 for s in mini):
+            fail(f"`MINI_MASK_SHAPE` must be (height, width) positive ints. Received: {mini!r}")
+        if v["USE_MINI_MASK"] and (mini[0] < mask_shape[0] or mini[1] < mask_shape[1]):
+            warnings.warn(
+                f"MINI_MASK_SHAPE {tuple(mini)} is smaller than MASK_SHAPE {tuple(mask_shape)}: mask targets "
+                "will be upsampled from the mini masks and lose detail. Use MINI_MASK_SHAPE >= MASK_SHAPE.",
+                stacklevel=3,
+            )
+        if len(v["MEAN_PIXEL"]) != v["IMAGE_CHANNEL_COUNT"]:
+            fail(
+                f"`MEAN_PIXEL` needs one value per channel ({v['IMAGE_CHANNEL_COUNT']}). "
+                f"Received: MEAN_PIXEL={v['MEAN_PIXEL']!r}"
+            )
+        for name in ("RPN_BBOX_STD_DEV", "BBOX_STD_DEV"):
+            if len(v[name]) != 4 or any(s <= 0 for s in v[name]):
+                fail(f"`{name}` must be four positive numbers. Received: {v[name]!r}")
+        if not math.isfinite(v["LEARNING_RATE"]) or v["LEARNING_RATE"] <= 0:
+            fail(f"`LEARNING_RATE` must be positive. Received: {v['LEARNING_RATE']!r}")
+        missing = set(DEFAULTS["LOSS_WEIGHTS"]) - set(v["LOSS_WEIGHTS"])
+        if missing:
+            fail(f"`LOSS_WEIGHTS` lacks {sorted(missing)}.")
