@@ -41,11 +41,15 @@ class MaskHead(keras.layers.Layer):
 
     Call arguments:
         roi_features: float tensor `[B, N, P_h, P_w, C]`.
+        class_ids: optional int tensor `[B, N]`. When given, each ROI's mask
+            of that class is returned (the class-agnostic mask if
+            `class_agnostic`), as at inference time.
 
     Returns:
         Mask probabilities `[B, N, P_h * upsample_factor,
         P_w * upsample_factor, num_classes]` (last axis 1 if
-        `class_agnostic`), in the layer's compute dtype.
+        `class_agnostic`; no last axis with `class_ids`), in the layer's
+        compute dtype.
 
     Example:
 
@@ -108,7 +112,7 @@ class MaskHead(keras.layers.Layer):
     def num_outputs(self):
         return 1 if self.class_agnostic else self.num_classes
 
-    def build(self, roi_features_shape):
+    def build(self, roi_features_shape, class_ids_shape=None):
         if len(roi_features_shape) != 5:
             raise ValueError(
                 f"`roi_features` must be [B, N, P_h, P_w, C]. Received: shape={tuple(roi_features_shape)}"
@@ -118,16 +122,24 @@ class MaskHead(keras.layers.Layer):
             layer.build(shape)
             shape = layer.compute_output_shape(shape)
 
-    def call(self, roi_features):
+    def call(self, roi_features, class_ids=None):
         shape = ops.shape(roi_features)
         x = ops.reshape(roi_features, (-1, *roi_features.shape[2:]))
         for layer in [*self.convs, *self.upsample_layers, self.predictor]:
             x = layer(x)
-        return ops.reshape(x, (shape[0], shape[1], *x.shape[1:]))
+        masks = ops.reshape(x, (shape[0], shape[1], *x.shape[1:]))
+        if class_ids is None:
+            return masks
+        if self.class_agnostic:
+            return masks[..., 0]
+        one_hot = ops.one_hot(ops.cast(class_ids, "int32"), self.num_classes, dtype=masks.dtype)
+        return ops.sum(masks * one_hot[:, :, None, None, :], axis=-1)
 
-    def compute_output_shape(self, roi_features_shape):
+    def compute_output_shape(self, roi_features_shape, class_ids_shape=None):
         b, n, ph, pw, _ = roi_features_shape
         f = self.upsample_factor
+        if class_ids_shape is not None:
+            return (b, n, ph * f, pw * f)
         return (b, n, ph * f, pw * f, self.num_outputs)
 
     def get_config(self):

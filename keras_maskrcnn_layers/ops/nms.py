@@ -3,6 +3,7 @@
 from keras import ops
 
 from keras_maskrcnn_layers.ops._validation import check_positive_int, check_probability
+from keras_maskrcnn_layers.ops.sampling import first_true_indices
 
 
 def _iou_one_to_many(box, boxes):
@@ -128,14 +129,8 @@ def batched_nms(
     )
     _, keep, _, count = ops.while_loop(cond, body, init)
 
-    # Kept positions in ascending order (= descending score): the larger the
-    # key, the earlier the position; non-kept entries have key 0.
-    key = ops.where(keep, num_boxes - positions, 0)
-    if max_output_size > num_boxes:
-        key = ops.pad(key, [[0, 0], [0, max_output_size - num_boxes]])
-    key, _ = ops.top_k(key, k=max_output_size, sorted=True)
-    valid = key > 0
-    sorted_position = ops.where(valid, num_boxes - key, 0)
+    # Kept positions in ascending order are kept boxes by descending score.
+    sorted_position, valid = first_true_indices(keep, max_output_size)
     indices = ops.take_along_axis(order, sorted_position, axis=1)
     indices = ops.where(valid, indices, 0)
     indices = ops.cast(indices, "int32")

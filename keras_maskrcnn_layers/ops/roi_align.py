@@ -112,11 +112,14 @@ def _check_boxes_rank(boxes):
         raise ValueError(f"`boxes` must have shape [B, N, 4] (yxyx pixels). Received: shape={boxes.shape}")
 
 
-def roi_align(features, boxes, output_size, spatial_scale=1.0, sampling_ratio=2, aligned=True):
+def roi_align(
+    features, boxes, output_size, spatial_scale=1.0, sampling_ratio=2, aligned=True, box_indices=None
+):
     """ROI Align on one feature map.
 
     Args:
-        features: float tensor `[B, H, W, C]`.
+        features: float tensor `[B, H, W, C]` (`[M, H, W, C]` with
+            `box_indices`).
         boxes: float tensor `[B, N, 4]`, yxyx in the coordinates that
             `spatial_scale` maps onto the feature map (pixels of the input
             image with `spatial_scale = 1 / stride`).
@@ -126,6 +129,10 @@ def roi_align(features, boxes, output_size, spatial_scale=1.0, sampling_ratio=2,
             Defaults to `2`.
         aligned: bool. Half-pixel shift of Detectron2's ROIAlignV2. Defaults
             to `True`.
+        box_indices: optional int tensor `[B, N]`. Box `(b, n)` reads map
+            `features[box_indices[b, n]]` instead of `features[b]` (as
+            `tf.image.crop_and_resize` does); used to crop a different
+            ground-truth mask for every ROI. Defaults to `None`.
 
     Returns:
         Tensor `[B, N, pool_h, pool_w, C]` in the dtype of `features`.
@@ -149,11 +156,14 @@ def roi_align(features, boxes, output_size, spatial_scale=1.0, sampling_ratio=2,
     _check_boxes_rank(boxes)
     if len(features.shape) != 4:
         raise ValueError(f"`features` must have shape [B, H, W, C]. Received: shape={features.shape}")
-    batch, height, width, channels = ops.shape(features)
-    num_boxes = ops.shape(boxes)[1]
+    _, height, width, channels = ops.shape(features)
+    batch, num_boxes = ops.shape(boxes)[0], ops.shape(boxes)[1]
     flat = ops.reshape(features, (-1, channels))
-    image_index = ops.arange(batch, dtype="int32")[:, None] * (height * width)
-    base = ops.broadcast_to(image_index, (batch, num_boxes))
+    if box_indices is None:
+        map_index = ops.arange(batch, dtype="int32")[:, None]
+    else:
+        map_index = ops.cast(box_indices, "int32")
+    base = ops.broadcast_to(map_index * (height * width), (batch, num_boxes))
     fill = ops.ones((batch, num_boxes), "float32")
     out = _roi_align_flat(
         flat,
