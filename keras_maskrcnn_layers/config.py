@@ -54,6 +54,7 @@ DEFAULTS = {
     "DETECTION_MIN_CONFIDENCE": 0.7,
     "DETECTION_NMS_THRESHOLD": 0.3,
     "DETECTION_MASK_THRESHOLD": 0.5,  # ours: threshold of pasted masks
+    "OPTIMIZER": "sgd",  # ours: "sgd" (matterport's, with momentum) or "adam"
     "LEARNING_RATE": 0.001,
     "LEARNING_MOMENTUM": 0.9,
     "WEIGHT_DECAY": 0.0001,
@@ -107,6 +108,7 @@ PRESETS = {
 RESIZE_MODES = ("square", "pad64", "none")
 BACKBONES = ("resnet50", "resnet101", "small")
 UPSAMPLE_MODES = ("transpose", "bilinear", "nearest")
+OPTIMIZERS = ("sgd", "adam")
 
 
 def _plain(value):
@@ -349,6 +351,8 @@ class MaskRCNNConfig:
         for name in ("RPN_BBOX_STD_DEV", "BBOX_STD_DEV"):
             if len(v[name]) != 4 or any(s <= 0 for s in v[name]):
                 fail(f"`{name}` must be four positive numbers. Received: {v[name]!r}")
+        if v["OPTIMIZER"] not in OPTIMIZERS:
+            fail(f"`OPTIMIZER` must be one of {OPTIMIZERS}. Received: OPTIMIZER={v['OPTIMIZER']!r}")
         if not math.isfinite(v["LEARNING_RATE"]) or v["LEARNING_RATE"] <= 0:
             fail(f"`LEARNING_RATE` must be positive. Received: {v['LEARNING_RATE']!r}")
         missing = set(DEFAULTS["LOSS_WEIGHTS"]) - set(v["LOSS_WEIGHTS"])

@@ -1,0 +1,233 @@
+"""`MaskRCNN`: train, detect, evaluate, save and load a Mask R-CNN."""
+
+import json
+import zipfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_maskrcnn_layers.config import MaskRCNNConfig
+from keras_maskrcnn_layers.data import compose_image_meta, make_dataset, resize_image
+from keras_maskrcnn_layers.models.mask_rcnn import MaskRCNNComponents, build_mask_rcnn
+from keras_maskrcnn_layers.training.postprocess import unmold_detections
+
+CONFIG_ENTRY = "keras_maskrcnn_layers_config.json"
+
+
+class MaskRCNN:
+    """Owns a Mask R-CNN's training and inference models, which share weights.
+
+    Args:
+        config: `MaskRCNNConfig`.
+        backbone: optional `keras.Model` from images to `[C2, C3, C4, C5]`.
+        strategy: optional `tf.distribute.Strategy`; models and optimizer are
+            created in its scope (e.g. `MirroredStrategy` over several
+            devices).
+        jit_compile: bool. Compile training and inference steps with XLA.
+            Defaults to `True`.
+
+    Example:
+
+    >>> import keras_maskrcnn_layers as kml
+    >>> cfg = kml.MaskRCNNConfig.preset("shapes", IMAGE_MIN_DIM=64, IMAGE_MAX_DIM=64, BATCH_SIZE=2)
+    >>> model = kml.MaskRCNN(cfg)
+    >>> samples = kml.data.generate_shapes(2, height=64, width=64, seed=1)
+    >>> results = model.detect([s["image"] for s in samples])
+    >>> sorted(results[0]), results[0]["masks"].shape[:2]
+    (['class_ids', 'masks', 'rois', 'scores'], (64, 64))
+    """
+
+    def __init__(self, config, backbone=None, strategy=None, jit_compile=True, components=None, inference_model=None):
+        if not isinstance(config, MaskRCNNConfig):
+            raise ValueError(f"`config` must be a MaskRCNNConfig. Received: {type(config).__name__}")
+        self.config = config
+        self.strategy = strategy
+        self.jit_compile = jit_compile
+        with self._scope():
+            self.components = components or MaskRCNNComponents(config, backbone)
+            self.training_model = build_mask_rcnn(config, "training", components=self.components)
+            self.inference_model = inference_model or build_mask_rcnn(config, "inference", components=self.components)
+        self._compiled = False
+
+    def _scope(self):
+        return self.strategy.scope() if self.strategy is not None else _NullScope()
+
+    # === Training ===
+
+    def _optimizer(self):
+        cfg = self.config
+        if cfg.OPTIMIZER == "adam":
+            return keras.optimizers.Adam(cfg.LEARNING_RATE, clipnorm=cfg.GRADIENT_CLIP_NORM)
+        return keras.optimizers.SGD(
+            cfg.LEARNING_RATE,
+            momentum=cfg.LEARNING_MOMENTUM,
+            clipnorm=cfg.GRADIENT_CLIP_NORM,
+            weight_decay=cfg.WEIGHT_DECAY or None,
+        )
+
+    def compile(self, optimizer=None):
+        """Compiles the training model (done by `fit` when needed)."""
+        with self._scope():
+            self.training_model.compile(optimizer=optimizer or self._optimizer(), jit_compile=self.jit_compile)
+        self._compiled = True
+
+    def _as_dataset(self, data, training, augment=None, seed=0):
+        if isinstance(data, tf.data.Dataset):
+            return data
+        return make_dataset(data, self.config, training=training, augment=augment, seed=seed)
+
+    def fit(
+        self,
+        data,
+        epochs=1,
+        steps_per_epoch=None,
+        validation_data=None,
+        validation_steps=None,
+        callbacks=None,
+        checkpoint_path=None,
+        augment=None,
+        seed=0,
+        verbose="auto",
+        initial_epoch=0,
+    ):
+        """Trains on samples (a list or `kml.data.CocoSamples`) or a `tf.data.Dataset`.
+
+        Args:
+            data: samples, or a dataset from `kml.data.make_dataset(...,
+                training=True)`.
+            epochs: int. Defaults to `1`.
+            steps_per_epoch: int. Defaults to `STEPS_PER_EPOCH`.
+            validation_data: optional samples or dataset; their losses are
+                reported as `val_loss`.
+            validation_steps: int. Defaults to `VALIDATION_STEPS`.
+            callbacks: optional list of `keras.callbacks.Callback`.
+            checkpoint_path: optional path ending in `.weights.h5`; the
+                weights are saved there after every epoch.
+            augment: augmentation of `make_dataset` (`"flips"` by default).
+            seed: int. Shuffling and augmentation seed. Defaults to `0`.
+            verbose: Keras verbosity (progress bar by default).
+            initial_epoch: int. Defaults to `0`.
+
+        Returns:
+            The `keras.callbacks.History`.
+        """
+        if not self._compiled:
+            self.compile()
+        dataset = self._as_dataset(data, True, augment, seed)
+        callbacks = list(callbacks or [])
+        if checkpoint_path is not None:
+            callbacks.append(keras.callbacks.ModelCheckpoint(checkpoint_path, save_weights_only=True))
+        validation = None
+        if validation_data is not None:
+            validation = self._as_dataset(validation_data, False)
+            validation_steps = validation_steps or self.config.VALIDATION_STEPS
+        return self.training_model.fit(
+            dataset,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch or self.config.STEPS_PER_EPOCH,
+            validation_data=validation,
+            validation_steps=validation_steps if validation is not None else None,
+            callbacks=callbacks,
+            verbose=verbose,
+            initial_epoch=initial_epoch,
+            shuffle=False,  # make_dataset shuffles with its own seed
+        )
+
+    # === Inference ===
+
+    def mold_inputs(self, images):
+        """Resizes and pads images as in training; returns `(images, image_meta)`."""
+        cfg = self.config
+        molded, metas = [], []
+        for image in images:
+            image = np.asarray(image)
+            if image.ndim != 3 or image.shape[-1] != cfg.IMAGE_CHANNEL_COUNT:
+                raise ValueError(
+                    f"Each image must be [H, W, {cfg.IMAGE_CHANNEL_COUNT}]. Received: shape={image.shape}"
+                )
+            resized, window, scale, _ = resize_image(
+                image, cfg.IMAGE_MIN_DIM, cfg.IMAGE_MAX_DIM, cfg.IMAGE_MIN_SCALE, cfg.IMAGE_RESIZE_MODE
+            )
+            molded.append(resized.astype(np.float32))
+            metas.append(compose_image_meta(image.shape, window, scale))
+        return np.stack(molded), np.stack(metas)
+
+    def _predict(self, images, meta):
+        if not getattr(self.inference_model, "_kml_compiled", False):
+            self.inference_model.compile(optimizer=None, jit_compile=self.jit_compile)
+            self.inference_model._kml_compiled = True
+        outputs = self.inference_model.predict_on_batch({"images": images, "image_meta": meta})
+        return {k: np.asarray(v) for k, v in outputs.items()}
+
+    def detect(self, images, verbose=0):
+        """Detects objects in images of any size.
+
+        Args:
+            images: list of uint8 `[H, W, 3]` arrays.
+            verbose: 1 shows a progress bar. Defaults to `0`.
+
+        Returns:
+            One dict per image: `rois [n, 4]` yxyx in the original image's
+            pixels, `class_ids [n]`, `scores [n]` and `masks [H, W, n]` bool at
+            the original size, thresholded at `DETECTION_MASK_THRESHOLD`.
+        """
+        images = list(images)
+        batch = self.config.BATCH_SIZE
+        progress = keras.utils.Progbar(len(images)) if verbose else None
+        results = []
+        for start in range(0, len(images), batch):
+            chunk = images[start : start + batch]
+            molded, meta = self.mold_inputs(chunk)
+            # A full batch every time: one compiled shape, no recompilation.
+            missing = batch - len(chunk)
+            if missing:
+                molded = np.concatenate([molded, np.repeat(molded[-1:], missing, axis=0)])
+                meta = np.concatenate([meta, np.repeat(meta[-1:], missing, axis=0)])
+            outputs = self._predict(molded, meta)
+            for i in range(len(chunk)):
+                results.append(unmold_detections(outputs, i, meta[i], self.config.DETECTION_MASK_THRESHOLD))
+            if progress is not None:
+                progress.add(len(chunk))
+        return results
+
+    def evaluate(self, samples, verbose=0):
+        """COCO box and mask AP on samples (keys as `kml.evaluation.coco_evaluate`)."""
+        from keras_maskrcnn_layers.evaluation import coco_evaluate
+
+        samples = list(samples)
+        results = self.detect([s["image"] for s in samples], verbose=verbose)
+        return coco_evaluate(samples, results)
+
+    # === Saving ===
+
+    def save(self, path):
+        """Saves the inference model and the config in one `.keras` file."""
+        if not str(path).endswith(".keras"):
+            raise ValueError(f"`path` must end in `.keras`. Received: path={path!r}")
+        self.inference_model.save(path)
+        # The config rides along inside the zip; Keras ignores the entry.
+        with zipfile.ZipFile(path, "a") as archive:
+            archive.writestr(CONFIG_ENTRY, self.config.to_json())
+
+    @classmethod
+    def load(cls, path, strategy=None, jit_compile=True):
+        """Loads what `save` wrote; training can continue from it."""
+        with zipfile.ZipFile(path) as archive:
+            if CONFIG_ENTRY not in archive.namelist():
+                raise ValueError(f"{path} was not written by MaskRCNN.save: it has no {CONFIG_ENTRY}.")
+            config = MaskRCNNConfig(**json.loads(archive.read(CONFIG_ENTRY)))
+        scope = strategy.scope() if strategy is not None else _NullScope()
+        with scope:
+            inference_model = keras.saving.load_model(path)
+        components = MaskRCNNComponents.from_model(config, inference_model)
+        return cls(config, strategy=strategy, jit_compile=jit_compile, components=components,
+                   inference_model=inference_model)
+
+
+class _NullScope:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return False
