@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
-.PHONY: test test-tensorflow test-jax demo bench bench-small clean
+.PHONY: test test-tensorflow test-jax demo layers-demo bench bench-small clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,10 @@ test-jax: $(STAMP)
 	KERAS_BACKEND=jax $(PY) -m pytest tests $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	KERAS_BACKEND=tensorflow $(PY) examples/demo.py
+	KERAS_BACKEND=tensorflow $(PY) examples/train_shapes.py
+
+layers-demo: $(STAMP)
+	KERAS_BACKEND=tensorflow $(PY) examples/layers_demo.py
 
 bench: $(STAMP)
 	KERAS_BACKEND=tensorflow $(PY) benchmarks/roi_align.py

@@ -28,9 +28,11 @@ class MaskRCNNLosses(keras.layers.Layer):
         inputs: dict with `rpn_match [B, A]`, `rpn_target_deltas [B, A, 4]`,
             `rpn_logits [B, A]`, `rpn_deltas [B, A, 4]`,
             `target_class_ids [B, T]`, `target_deltas [B, T, 4]`,
-            `target_masks [B, T, h, w]`, `roi_valid [B, T]`,
+            `target_masks [B, T', h, w]`, `roi_valid [B, T]`,
             `class_logits [B, T, K]`, `box_deltas [B, T, K, 4]`,
-            `masks [B, T, h, w, K]`.
+            `masks [B, T', h, w, K]`, and optionally `mask_class_ids
+            [B, T']` when the mask branch ran on the first `T' <= T` ROIs
+            only (by default `target_class_ids`).
 
     Returns:
         Dict from each loss name to a float32 tensor `[B]` holding the
@@ -59,7 +61,9 @@ class MaskRCNNLosses(keras.layers.Layer):
             "mrcnn_bbox_loss": losses.head_box_loss(
                 inputs["target_class_ids"], inputs["target_deltas"], inputs["box_deltas"]
             ),
-            "mrcnn_mask_loss": losses.mask_loss(inputs["target_class_ids"], inputs["target_masks"], inputs["masks"]),
+            "mrcnn_mask_loss": losses.mask_loss(
+                inputs.get("mask_class_ids", inputs["target_class_ids"]), inputs["target_masks"], inputs["masks"]
+            ),
         }
         self.add_loss(sum(self.loss_weights[name] * values[name] for name in LOSS_NAMES))
         batch = ops.shape(inputs["rpn_match"])[0]

@@ -119,6 +119,9 @@ def check_backbone(backbone, input_shape):
                 f"`backbone` output at stride {stride} should be {expected} for input {tuple(input_shape)}; "
                 f"got {tuple(output.shape[1:3])}."
             )
+    if backbone.name != "backbone":
+        # Same layers and weights under the name that MaskRCNNComponents.from_model looks up after loading.
+        backbone = keras.Model(backbone.inputs, backbone.outputs, name="backbone")
     return backbone
 
 

@@ -191,7 +191,11 @@ def build_mask_rcnn(config, mode="inference", backbone=None, components=None):
 
         # === Heads ===
         class_logits, _, box_deltas = c.box_head(box_roi_align(rois, levels))
-        masks = c.mask_head(mask_roi_align(rois, levels))
+        # Positives come first and number at most round(T * ratio): only
+        # they have mask targets, so the mask branch sees just those rows.
+        num_mask_rois = max(1, int(round(config.TRAIN_ROIS_PER_IMAGE * config.ROI_POSITIVE_RATIO)))
+        mask_rois = rois[:, :num_mask_rois]
+        masks = c.mask_head(mask_roi_align(mask_rois, levels))
         losses = MaskRCNNLosses(config.LOSS_WEIGHTS, name="losses")(
             {
                 "rpn_match": rpn_match,
@@ -200,7 +204,8 @@ def build_mask_rcnn(config, mode="inference", backbone=None, components=None):
                 "rpn_deltas": rpn_deltas,
                 "target_class_ids": target_class_ids,
                 "target_deltas": target_deltas,
-                "target_masks": target_masks,
+                "target_masks": target_masks[:, :num_mask_rois],
+                "mask_class_ids": target_class_ids[:, :num_mask_rois],
                 "roi_valid": roi_valid,
                 "class_logits": class_logits,
                 "box_deltas": box_deltas,

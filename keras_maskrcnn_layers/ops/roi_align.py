@@ -15,7 +15,17 @@ The implementation never materialises the sampling grid: the features are
 flattened to `[T, C]`, and for each sample offset and each of the four
 bilinear corners one gather of `[B, N, pool_h, pool_w, C]` is weighted and
 accumulated at once, so XLA fuses gather, multiply and add into one loop.
-Gradients flow to the features only.
+
+Gradients flow to the features only. The automatic gradient of those
+gathers is one scatter-add each, slow on XLA:CPU, and slower still where
+XLA fuses the forward gathers into every scatter (an upstream gradient that
+depends on the output elementwise, e.g. a ReLU or a square after the op).
+So, where the maps are small enough for it to pay (`_dense_gradient_pays`),
+the backward is written by hand without a scatter: sampling and bin
+averaging are separable, `out[i, j] = sum_yx Wy[i, y] Wx[j, x] F[y, x]`, so
+`dF = Wy^T g Wx` is two batched matmuls per map, over static chunks of ROIs
+to bound memory. With `box_indices` (ground-truth mask crops, which need no
+gradient) the automatic gradient is kept.
 """
 
 from keras import ops
@@ -60,21 +70,14 @@ def _axis_corners(coord, size):
     )
 
 
-def _roi_align_flat(flat_features, boxes, base, height, width, scale, pool_size, sampling_ratio, aligned):
-    """ROI Align over a flattened feature table.
-
-    Args:
-        flat_features: `[T, C]`, every (image, level) map flattened row-major.
-        boxes: float32 `[B, N, 4]`, yxyx pixels of the input image.
-        base: int32 `[B, N]`, row in `flat_features` of the box's map origin.
-        height, width: float32 `[B, N]`, size of the box's map.
-        scale: float32 `[B, N]`, pixels-to-map factor (`1 / stride`).
+def _sample_corners(boxes, height, width, scale, pool_size, sampling_ratio, aligned):
+    """Bilinear corners of every sample, per axis.
 
     Returns:
-        float32 `[B, N, pool_h, pool_w, C]`.
+        `(y_corners, x_corners)`, each the `(low, high, w_low, w_high)` of
+        `_axis_corners`, of shape `[B, N, pool, sampling_ratio]`.
     """
     pool_h, pool_w = pool_size
-    boxes = ops.stop_gradient(boxes)
     offset = 0.5 if aligned else 0.0
     y1 = boxes[..., 0] * scale - offset
     x1 = boxes[..., 1] * scale - offset
@@ -85,9 +88,22 @@ def _roi_align_flat(flat_features, boxes, base, height, width, scale, pool_size,
         roi_w = ops.maximum(roi_w, 1.0)
     ys = _axis_samples(y1, roi_h / pool_h, pool_h, sampling_ratio)
     xs = _axis_samples(x1, roi_w / pool_w, pool_w, sampling_ratio)
-    y_low, y_high, wy_low, wy_high = _axis_corners(ys, height)
-    x_low, x_high, wx_low, wx_high = _axis_corners(xs, width)
+    return _axis_corners(ys, height), _axis_corners(xs, width)
 
+
+def _gather_pool(flat_features, base, width, y_corners, x_corners, sampling_ratio):
+    """The forward pass: one gather per sample offset and bilinear corner.
+
+    Args:
+        flat_features: `[T, C]`, every map flattened row-major.
+        base: int32 `[B, N]`, row in `flat_features` of the box's map origin.
+        width: float32 `[B, N]`, width of the box's map.
+
+    Returns:
+        float32 `[B, N, pool_h, pool_w, C]`.
+    """
+    y_low, y_high, wy_low, wy_high = y_corners
+    x_low, x_high, wx_low, wx_high = x_corners
     row_stride = ops.cast(width, "int32")[..., None, None]
     base = base[..., None]
     y_terms = ((y_low * row_stride, wy_low), (y_high * row_stride, wy_high))
@@ -105,6 +121,200 @@ def _roi_align_flat(flat_features, boxes, base, height, width, scale, pool_size,
                     term = ops.cast(ops.take(flat_features, index, axis=0), "float32") * weight[..., None]
                     output = term if output is None else output + term
     return output
+
+
+def _roi_align_flat(flat_features, boxes, base, height, width, scale, pool_size, sampling_ratio, aligned):
+    """ROI Align over a flattened feature table, with the automatic gradient.
+
+    Args:
+        flat_features: `[T, C]`, every (image, level) map flattened row-major.
+        boxes: float32 `[B, N, 4]`, yxyx pixels of the input image.
+        base: int32 `[B, N]`, row in `flat_features` of the box's map origin.
+        height, width: float32 `[B, N]`, size of the box's map.
+        scale: float32 `[B, N]`, pixels-to-map factor (`1 / stride`).
+
+    Returns:
+        float32 `[B, N, pool_h, pool_w, C]`.
+    """
+    boxes = ops.stop_gradient(boxes)
+    y_corners, x_corners = _sample_corners(boxes, height, width, scale, pool_size, sampling_ratio, aligned)
+    return _gather_pool(flat_features, base, width, y_corners, x_corners, sampling_ratio)
+
+
+# === Backward: dense separable weights, no scatter ===
+
+# Bytes the backward's `[B, n, H_l, pool_w, C]` float32 intermediate may take
+# (`B` counted as 1 when unknown); the ROIs are processed in static chunks of
+# `n` boxes to stay under it.
+_BACKWARD_CHUNK_BYTES = 64 * 2**20
+# The dense backward is used while its multiply-adds stay within this many
+# times the scatter-adds of the automatic gradient (see `_dense_gradient_pays`).
+_DENSE_GRADIENT_MAX_COST_RATIO = 32.0
+# False gives the automatic gradient of the gathers everywhere: the tests'
+# reference for the hand-written one.
+_DENSE_GRADIENT = True
+
+
+def _axis_weights(corners, start, stop, size, sampling_ratio):
+    """Per-bin weights of every map row (or column), for boxes `start:stop`.
+
+    `Wy[b, n, i, y]` sums, over the samples of bin `i`, the bilinear weights
+    that they put on row `y` (the rule of `_axis_corners`, out-of-range
+    samples included), divided by `sampling_ratio`, so that the forward is
+    `out[i, j] = sum_y sum_x Wy[i, y] Wx[j, x] F[y, x]`.
+
+    Returns:
+        float32 `[B, stop - start, pool, size]`.
+    """
+    low, high, w_low, w_high = (c[:, start:stop, ..., None] for c in corners)
+    grid = ops.arange(size, dtype="int32")
+    weights = ops.where(low == grid, w_low, 0.0) + ops.where(high == grid, w_high, 0.0)
+    return ops.sum(weights, axis=3) / float(sampling_ratio)
+
+
+def _dense_costs(height, width, pool_size):
+    """Multiply-adds per box and channel of the backward on one map, y first and x first."""
+    pool_h, pool_w = pool_size
+    return pool_w * height * (pool_h + width), pool_h * width * (pool_w + height)
+
+
+def _dense_gradient_pays(shapes, pool_size, sampling_ratio):
+    """Whether the dense backward is worth it on maps of `shapes` (static `(H, W)`).
+
+    Per box and channel it costs about `min(pool_w * H * (pool_h + W), ...)`
+    multiply-adds per map, against `4 * sampling_ratio**2 * pool_h * pool_w`
+    scatter-adds for the automatic gradient. Matmuls run many times faster
+    than XLA:CPU scatters, but the dense cost grows with the map's area: on
+    P2..P5 of a 128 px image the ratio is 10 to 16 (pool 14 / 7, sampling
+    ratio 2) and the dense backward wins where XLA would otherwise fuse the
+    forward gathers into every scatter; on a 1024 px image it is ~800 and
+    the scatters are ~20x faster.
+    """
+    if not all(isinstance(d, int) for shape in shapes for d in shape):
+        return False
+    dense = sum(min(_dense_costs(h, w, pool_size)) for h, w in shapes)
+    scatter = 4 * sampling_ratio**2 * pool_size[0] * pool_size[1]
+    return dense <= _DENSE_GRADIENT_MAX_COST_RATIO * scatter
+
+
+def _map_gradient(upstream, y_corners, x_corners, on_map, map_shape, sampling_ratio):
+    """Gradient of one feature map: `dF[y, x] = sum_n sum_ij Wy[i, y] Wx[j, x] g[i, j]`.
+
+    Two batched contractions per chunk of boxes, e.g. with y first
+    `h = einsum("bniy,bnijc->bnyjc", Wy, g)` then
+    `dF += einsum("bnjx,bnyjc->byxc", Wx, h)`: matmuls, where the automatic
+    gradient of the gathers is a scatter-add per sample and corner.
+
+    Args:
+        upstream: float32 `[B, N, pool_h, pool_w, C]`.
+        on_map: float32 `[B, N]`, 1 for the boxes pooled from this map, or
+            `None` when all are.
+        map_shape: static `(H, W)` of the map.
+
+    Returns:
+        float32 `[B, H, W, C]`.
+    """
+    height, width = map_shape
+    batch, num_boxes, pool_h, pool_w, channels = upstream.shape
+    y_cost, x_cost = _dense_costs(height, width, (pool_h, pool_w))
+    y_first = y_cost <= x_cost
+    if num_boxes is None:
+        bounds = [(0, None)]
+    else:
+        per_box = (height * pool_w if y_first else width * pool_h) * channels * 4 * (batch or 1)
+        chunk = max(1, _BACKWARD_CHUNK_BYTES // per_box)
+        bounds = [(start, min(start + chunk, num_boxes)) for start in range(0, num_boxes, chunk)]
+
+    grad = None
+    for start, stop in bounds:
+        wy = _axis_weights(y_corners, start, stop, height, sampling_ratio)
+        wx = _axis_weights(x_corners, start, stop, width, sampling_ratio)
+        if on_map is not None:
+            wy = wy * on_map[:, start:stop, None, None]
+        g = upstream[:, start:stop]
+        if y_first:
+            part = ops.einsum("bnjx,bnyjc->byxc", wx, ops.einsum("bniy,bnijc->bnyjc", wy, g))
+        else:
+            part = ops.einsum("bniy,bnixc->byxc", wy, ops.einsum("bnjx,bnijc->bnixc", wx, g))
+        grad = part if grad is None else grad + part
+    return grad
+
+
+def _pool_maps(features, boxes, scales, level_fn, pool_size, sampling_ratio, aligned):
+    """ROI Align of every box on its own map among `features`.
+
+    The forward is `_gather_pool` on all maps flattened into one table. The
+    gradient, where `_dense_gradient_pays`, is `_map_gradient` per map, so
+    it comes out in each map's shape without a scatter; otherwise it is the
+    automatic gradient of the gathers.
+
+    Args:
+        features: list of `[B, H_l, W_l, C]` tensors of one dtype.
+        boxes: float32 `[B, N, 4]`, yxyx pixels of the input image.
+        scales: list of floats, pixels-to-map factor of each map.
+        level_fn: `boxes -> int32 [B, N]` index of each box's map, or `None`
+            for a single map.
+
+    Returns:
+        float32 `[B, N, pool_h, pool_w, C]`. Gradients flow to `features`
+        only.
+    """
+
+    def forward(boxes, features):
+        boxes = ops.stop_gradient(boxes)
+        batch, num_boxes = ops.shape(boxes)[0], ops.shape(boxes)[1]
+        channels = features[0].shape[-1]
+        heights, widths, offsets = [], [], []
+        total = 0
+        for f in features:
+            _, h, w, _ = ops.shape(f)
+            heights.append(ops.cast(h, "float32"))
+            widths.append(ops.cast(w, "float32"))
+            offsets.append(ops.cast(total, "int32"))
+            total = total + h * w
+        flat = ops.concatenate([ops.reshape(f, (batch, -1, channels)) for f in features], axis=1)
+        flat = ops.reshape(flat, (-1, channels))
+        image_base = ops.arange(batch, dtype="int32")[:, None] * ops.cast(total, "int32")
+        if level_fn is None:
+            level = None
+            fill = ops.ones((batch, num_boxes), "float32")
+            height, width, scale = fill * heights[0], fill * widths[0], fill * float(scales[0])
+            base = ops.broadcast_to(image_base, (batch, num_boxes))
+        else:
+            level = level_fn(boxes)
+            height = ops.take(ops.stack(heights), level)
+            width = ops.take(ops.stack(widths), level)
+            scale = ops.take(ops.convert_to_tensor(scales, "float32"), level)
+            base = image_base + ops.take(ops.stack(offsets), level)
+        y_corners, x_corners = _sample_corners(boxes, height, width, scale, pool_size, sampling_ratio, aligned)
+        out = _gather_pool(flat, base, width, y_corners, x_corners, sampling_ratio)
+        return out, level, y_corners, x_corners
+
+    shapes = [tuple(f.shape[1:3]) for f in features]
+    if not (_DENSE_GRADIENT and _dense_gradient_pays(shapes, pool_size, sampling_ratio)):
+        return forward(boxes, features)[0]
+
+    # Every tensor the forward reads is an argument, none captured: JAX's
+    # custom VJP may not close over values being differentiated.
+    @ops.custom_gradient
+    def pooled(boxes, *features):
+        out, level, y_corners, x_corners = forward(boxes, features)
+
+        def grad_fn(*upstream, variables=None):
+            g = ops.cast(upstream[0], "float32")
+            grads = [ops.zeros_like(boxes)]  # The boxes are constants (API.md).
+            for index, (f, shape) in enumerate(zip(features, shapes)):
+                on_map = None if level is None else ops.cast(ops.equal(level, index), "float32")
+                grads.append(ops.cast(_map_gradient(g, y_corners, x_corners, on_map, shape, sampling_ratio), f.dtype))
+            # TensorFlow passes `variables` only when the forward read some,
+            # which it cannot: the features arrive as tensors.
+            if variables is not None:
+                return tuple(grads), [None] * len(variables)
+            return tuple(grads)
+
+        return out, grad_fn
+
+    return pooled(boxes, *features)
 
 
 def _check_boxes_rank(boxes):
@@ -156,14 +366,17 @@ def roi_align(
     _check_boxes_rank(boxes)
     if len(features.shape) != 4:
         raise ValueError(f"`features` must have shape [B, H, W, C]. Received: shape={features.shape}")
+    if box_indices is None:
+        out = _pool_maps(
+            [features], boxes, [float(spatial_scale)], None, pool_size, sampling_ratio, bool(aligned)
+        )
+        return ops.cast(out, features.dtype)
+    # Boxes read arbitrary maps here (ground-truth mask crops, which need no
+    # gradient): the automatic gradient of the gathers serves.
     _, height, width, channels = ops.shape(features)
     batch, num_boxes = ops.shape(boxes)[0], ops.shape(boxes)[1]
     flat = ops.reshape(features, (-1, channels))
-    if box_indices is None:
-        map_index = ops.arange(batch, dtype="int32")[:, None]
-    else:
-        map_index = ops.cast(box_indices, "int32")
-    base = ops.broadcast_to(map_index * (height * width), (batch, num_boxes))
+    base = ops.broadcast_to(ops.cast(box_indices, "int32") * (height * width), (batch, num_boxes))
     fill = ops.ones((batch, num_boxes), "float32")
     out = _roi_align_flat(
         flat,
@@ -246,29 +459,12 @@ def multilevel_roi_align(
     boxes = ops.cast(ops.convert_to_tensor(boxes), "float32")
     _check_boxes_rank(boxes)
 
-    batch = ops.shape(boxes)[0]
-    num_boxes = ops.shape(boxes)[1]
-    heights, widths, offsets = [], [], []
-    total = 0
-    for f in features:
-        _, h, w, _ = ops.shape(f)
-        heights.append(ops.cast(h, "float32"))
-        widths.append(ops.cast(w, "float32"))
-        offsets.append(ops.cast(total, "int32"))
-        total = total + h * w
-    flat = ops.concatenate([ops.reshape(ops.cast(f, dtype), (batch, -1, channels)) for f in features], axis=1)
-    flat = ops.reshape(flat, (-1, channels))
+    def level_fn(b):
+        return assign_fpn_levels(b, min_level, max_level, canonical_size, canonical_level) - min_level
 
-    level = assign_fpn_levels(boxes, min_level, max_level, canonical_size, canonical_level) - min_level
-    height = ops.take(ops.stack(heights), level)
-    width = ops.take(ops.stack(widths), level)
-    scale = ops.take(
-        ops.convert_to_tensor([2.0 ** -lvl for lvl in range(min_level, max_level + 1)], "float32"), level
-    )
-    image_index = ops.arange(batch, dtype="int32")[:, None] * ops.cast(total, "int32")
-    base = image_index + ops.take(ops.stack(offsets), level)
-
-    out = _roi_align_flat(flat, boxes, base, height, width, scale, pool_size, sampling_ratio, bool(aligned))
+    scales = [2.0**-lvl for lvl in range(min_level, max_level + 1)]
+    features = [ops.cast(f, dtype) for f in features]
+    out = _pool_maps(features, boxes, scales, level_fn, pool_size, sampling_ratio, bool(aligned))
     real = ops.cast(ops.any(ops.not_equal(boxes, 0.0), axis=-1), "float32")
     out = out * real[..., None, None, None]
     return ops.cast(out, dtype)

@@ -49,6 +49,7 @@ class MaskRCNN:
             self.training_model = build_mask_rcnn(config, "training", components=self.components)
             self.inference_model = inference_model or build_mask_rcnn(config, "inference", components=self.components)
         self._compiled = False
+        self._predictor = None
 
     def _scope(self):
         return self.strategy.scope() if self.strategy is not None else _NullScope()
@@ -154,10 +155,13 @@ class MaskRCNN:
         return np.stack(molded), np.stack(metas)
 
     def _predict(self, images, meta):
-        if not getattr(self.inference_model, "_kml_compiled", False):
-            self.inference_model.compile(optimizer=None, jit_compile=self.jit_compile)
-            self.inference_model._kml_compiled = True
-        outputs = self.inference_model.predict_on_batch({"images": images, "image_meta": meta})
+        if self._predictor is None:
+            # A twin that shares every layer carries the compiled predict
+            # step, so the inference model itself saves without compile state.
+            with self._scope():
+                self._predictor = keras.Model(self.inference_model.input, self.inference_model.output)
+                self._predictor.compile(jit_compile=self.jit_compile)
+        outputs = self._predictor.predict_on_batch({"images": images, "image_meta": meta})
         return {k: np.asarray(v) for k, v in outputs.items()}
 
     def detect(self, images, verbose=0):

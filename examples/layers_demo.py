@@ -7,7 +7,7 @@ The model is compiled with `jit_compile=True` (XLA), run on random images,
 checked against eager execution, and its shapes are printed. Then a reduced
 ROI Align benchmark runs and prints its table.
 
-Run: `make demo` (or `KERAS_BACKEND=tensorflow python examples/demo.py`).
+Run: `make layers-demo` (or `KERAS_BACKEND=tensorflow python examples/layers_demo.py`).
 """
 
 import os

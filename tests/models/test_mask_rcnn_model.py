@@ -1,0 +1,139 @@
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import keras_maskrcnn_layers as kml
+from keras_maskrcnn_layers.layers.mask_rcnn_losses import LOSS_NAMES
+from tests.models.conftest import batch_from_samples, tiny_config
+
+INFERENCE_KEYS = ("images", "image_meta")
+
+
+def favour_objects(model):
+    """An untrained head picks background everywhere; bias it towards objects."""
+    classifier = model.get_layer("box_head").classifier
+    bias = np.full(classifier.bias.shape, 2.0, "float32")
+    bias[0] = -5.0
+    classifier.bias.assign(bias)
+
+
+def test_inference_model_outputs_and_xla_equals_eager(config, samples):
+    config = config.replace(DETECTION_MIN_CONFIDENCE=0.0)
+    model = kml.build_mask_rcnn(config, "inference")
+    favour_objects(model)
+    batch = batch_from_samples(samples, config)
+    inputs = {k: batch[k] for k in INFERENCE_KEYS}
+    eager = {k: keras.ops.convert_to_numpy(v) for k, v in model(inputs).items()}
+    model.compile(optimizer=None, jit_compile=True)
+    compiled = {k: np.asarray(v) for k, v in model.predict_on_batch(inputs).items()}
+    d = config.DETECTION_MAX_INSTANCES
+    assert compiled["detection_boxes"].shape == (2, d, 4)
+    assert compiled["detection_masks"].shape == (2, d, *config.MASK_SHAPE)
+    assert compiled["detection_class_ids"].dtype == np.int32
+    assert np.all(compiled["num_detections"] > 0), "min confidence 0: something is detected"
+    np.testing.assert_array_equal(compiled["num_detections"], eager["num_detections"])
+    np.testing.assert_array_equal(compiled["detection_class_ids"], eager["detection_class_ids"])
+    for key in ("detection_boxes", "detection_scores", "detection_masks"):
+        np.testing.assert_allclose(compiled[key], eager[key], atol=2e-3, rtol=1e-3, err_msg=key)
+    # Boxes stay inside the image window, padding rows are zero.
+    for i, n in enumerate(compiled["num_detections"]):
+        assert np.all(compiled["detection_boxes"][i, n:] == 0)
+        assert np.all(compiled["detection_boxes"][i, :n] >= 0) and np.all(compiled["detection_boxes"][i, :n] <= 64)
+
+
+def test_training_loss_falls(config, samples):
+    model = kml.build_mask_rcnn(config, "training")
+    model.compile(optimizer=keras.optimizers.Adam(2e-3), jit_compile=True)
+    batch = batch_from_samples(samples, config)
+    losses = [float(model.train_on_batch(batch)) for _ in range(16)]
+    assert all(np.isfinite(losses))
+    assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3]), losses
+
+
+def test_every_loss_is_reported_and_zero_instance_images_train(config):
+    empty = kml.data.generate_shapes(2, height=64, width=64, seed=4, empty_fraction=1.0)
+    assert all(len(s["class_ids"]) == 0 for s in empty)
+    model = kml.build_mask_rcnn(config, "training")
+    batch = batch_from_samples(empty, config)
+    outputs = {k: keras.ops.convert_to_numpy(v) for k, v in model(batch).items()}
+    assert sorted(outputs) == sorted(LOSS_NAMES)
+    for name in ("rpn_bbox_loss", "mrcnn_bbox_loss", "mrcnn_mask_loss"):
+        assert np.all(outputs[name] == 0.0), name  # nothing positive to regress
+    assert np.all(outputs["rpn_class_loss"] > 0) and np.all(outputs["mrcnn_class_loss"] > 0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=True)
+    assert np.isfinite(float(model.train_on_batch(batch)))
+
+
+def test_mini_masks_class_agnostic_56px_and_bilinear_upsampling(samples):
+    config = tiny_config(
+        USE_MINI_MASK=True, MINI_MASK_SHAPE=(56, 56), MASK_SHAPE=(56, 56), MASK_CLASS_AGNOSTIC=True,
+        MASK_UPSAMPLE="bilinear",
+    )
+    model = kml.build_mask_rcnn(config, "training")
+    batch = batch_from_samples(samples, config)
+    assert batch["gt_masks"].shape[2:] == (56, 56)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=True)
+    assert np.isfinite(float(model.train_on_batch(batch)))
+    inference = kml.build_mask_rcnn(config, "inference")
+    out = inference({k: batch[k] for k in INFERENCE_KEYS})
+    assert tuple(out["detection_masks"].shape) == (2, config.DETECTION_MAX_INSTANCES, 56, 56)
+
+
+def test_training_and_inference_share_weights(config):
+    components = kml.models.MaskRCNNComponents(config)
+    training = kml.build_mask_rcnn(config, "training", components=components)
+    inference = kml.build_mask_rcnn(config, "inference", components=components)
+    assert training.get_layer("mask_head") is inference.get_layer("mask_head")
+    assert len(inference.weights) > 0
+    names = {v.path for v in inference.trainable_weights}
+    assert names <= {v.path for v in training.trainable_weights}
+
+
+def test_user_backbone():
+    def backbone(strides):
+        images = keras.Input((64, 64, 3))
+        outputs, x = [], images
+        for stride in strides:
+            x = keras.layers.Conv2D(8, 3, strides=2 if stride else 1, padding="same")(x)
+            outputs.append(x)
+        return keras.Model(images, outputs[-4:])
+
+    good = backbone([1, 1, 1, 1, 1])  # strides 2 .. 32: the last four are C2 .. C5
+    model = kml.build_mask_rcnn(tiny_config(), "inference", backbone=good)
+    assert {id(v) for v in model.get_layer("backbone").weights} == {id(v) for v in good.weights}
+    with pytest.raises(ValueError, match="stride"):
+        kml.build_mask_rcnn(tiny_config(), "inference", backbone=backbone([1, 1, 1, 0, 1]))
+    with pytest.raises(ValueError, match="four feature maps"):
+        kml.build_mask_rcnn(tiny_config(), "inference", backbone=keras.Model(good.input, good.outputs[:3]))
+
+
+def test_resnet50_backbone_builds_without_downloading():
+    config = tiny_config(BACKBONE="resnet50", IMAGE_MIN_DIM=128, IMAGE_MAX_DIM=128)
+    model = kml.build_mask_rcnn(config, "inference")
+    assert model.get_layer("backbone").count_params() > 20_000_000
+    with pytest.raises(ValueError, match="local weights file"):
+        kml.build_mask_rcnn(config.replace(BACKBONE_WEIGHTS="imagenet"), "inference")
+
+
+def test_bad_arguments(config):
+    with pytest.raises(ValueError, match="mode"):
+        kml.build_mask_rcnn(config, mode="train")
+    with pytest.raises(ValueError, match="MaskRCNNConfig"):
+        kml.build_mask_rcnn({"NUM_CLASSES": 2})
+
+
+def test_inference_model_saves_and_loads(tmp_path, config, samples):
+    config = config.replace(DETECTION_MIN_CONFIDENCE=0.0)
+    model = kml.build_mask_rcnn(config, "inference")
+    favour_objects(model)
+    batch = batch_from_samples(samples, config)
+    inputs = {k: batch[k] for k in INFERENCE_KEYS}
+    before = {k: keras.ops.convert_to_numpy(v) for k, v in model(inputs).items()}
+    path = os.path.join(tmp_path, "model.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    after = {k: keras.ops.convert_to_numpy(v) for k, v in loaded(inputs).items()}
+    for key in before:
+        np.testing.assert_allclose(after[key], before[key], atol=1e-5, err_msg=key)

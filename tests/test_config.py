@@ -1,0 +1,114 @@
+import warnings
+
+import pytest
+
+import keras_maskrcnn_layers as kml
+
+
+def test_defaults_are_matterports():
+    cfg = kml.MaskRCNNConfig(NUM_CLASSES=2)
+    assert cfg.RPN_ANCHOR_SCALES == (32, 64, 128, 256, 512)
+    assert cfg.POOL_SIZE == 7 and cfg.MASK_POOL_SIZE == 14 and cfg.MASK_SHAPE == (28, 28)
+    assert cfg.TRAIN_ROIS_PER_IMAGE == 200 and cfg.ROI_POSITIVE_RATIO == 0.33
+    assert cfg.DETECTION_MIN_CONFIDENCE == 0.7 and cfg.DETECTION_NMS_THRESHOLD == 0.3
+    assert cfg.BATCH_SIZE == cfg.IMAGES_PER_GPU * cfg.GPU_COUNT == 2
+    assert cfg.IMAGE_SHAPE == (1024, 1024, 3)
+    assert cfg.MASK_UPSAMPLE_FACTOR == 2
+
+
+def test_presets_and_overrides():
+    shapes = kml.MaskRCNNConfig.preset("shapes", MASK_POOL_SIZE=28, MASK_SHAPE=(56, 56))
+    assert shapes.IMAGE_SHAPE == (128, 128, 3) and shapes.MASK_UPSAMPLE_FACTOR == 2
+    coco = kml.MaskRCNNConfig.preset("coco")
+    assert coco.BACKBONE == "resnet50" and coco.NUM_CLASSES == 81 and coco.IMAGE_MAX_DIM == 1024
+    with pytest.raises(ValueError, match="preset"):
+        kml.MaskRCNNConfig.preset("cells")
+
+
+def test_json_round_trip():
+    cfg = kml.MaskRCNNConfig.preset("shapes", RPN_ANCHOR_SCALES=(4, 8, 16, 32, 64), LOSS_WEIGHTS={
+        "rpn_class_loss": 1.0, "rpn_bbox_loss": 0.5, "mrcnn_class_loss": 1.0, "mrcnn_bbox_loss": 1.0,
+        "mrcnn_mask_loss": 2.0})
+    again = kml.MaskRCNNConfig.from_json(cfg.to_json())
+    assert again == cfg
+    assert again.RPN_ANCHOR_SCALES == (4, 8, 16, 32, 64)
+    assert again.LOSS_WEIGHTS["mrcnn_mask_loss"] == 2.0
+
+
+class MatterportShapesConfig:
+    """A matterport-style Config, as users write them (class attributes)."""
+
+    NAME = "shapes"
+    GPU_COUNT = 1
+    IMAGES_PER_GPU = 8
+    NUM_CLASSES = 1 + 3
+    IMAGE_MIN_DIM = 128
+    IMAGE_MAX_DIM = 128
+    RPN_ANCHOR_SCALES = (8, 16, 32, 64, 128)
+    TRAIN_ROIS_PER_IMAGE = 32
+    STEPS_PER_EPOCH = 100
+    VALIDATION_STEPS = 5
+    BATCH_SIZE = 8  # derived in matterport; recomputed here
+    IMAGE_SHAPE = (128, 128, 3)  # derived; ignored
+    COMPUTE_BACKBONE_SHAPE = None  # no equivalent
+
+    def display(self):
+        pass
+
+
+@pytest.mark.parametrize("source", [MatterportShapesConfig, MatterportShapesConfig()])
+def test_from_matterport_class_or_instance(source):
+    with pytest.warns(UserWarning, match="COMPUTE_BACKBONE_SHAPE"):
+        cfg = kml.MaskRCNNConfig.from_matterport(source)
+    assert cfg.NUM_CLASSES == 4 and cfg.IMAGE_SHAPE == (128, 128, 3)
+    assert cfg.BATCH_SIZE == 8 and cfg.TRAIN_ROIS_PER_IMAGE == 32
+    assert cfg.RPN_ANCHOR_SCALES == (8, 16, 32, 64, 128)
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"NUM_CLASSES": 1}, "NUM_CLASSES"),
+        ({"NUM_CLASSES": 2, "MASK_POOL_SIZE": 14, "MASK_SHAPE": (36, 36)}, "MASK_SHAPE"),
+        ({"NUM_CLASSES": 2, "MASK_SHAPE": (28, 56)}, "MASK_SHAPE"),
+        ({"NUM_CLASSES": 2, "IMAGE_MAX_DIM": 1000}, "multiple of 64"),
+        ({"NUM_CLASSES": 2, "IMAGE_RESIZE_MODE": "crop"}, "IMAGE_RESIZE_MODE"),
+        ({"NUM_CLASSES": 2, "RPN_ANCHOR_SCALES": (32, 64, 128)}, "RPN_ANCHOR_SCALES"),
+        ({"NUM_CLASSES": 2, "RPN_NMS_THRESHOLD": 1.5}, "RPN_NMS_THRESHOLD"),
+        ({"NUM_CLASSES": 2, "POST_NMS_ROIS_TRAINING": 7000}, "PRE_NMS_LIMIT"),
+        ({"NUM_CLASSES": 2, "IMAGE_MIN_DIM": 2048}, "IMAGE_MIN_DIM"),
+        ({"NUM_CLASSES": 2, "MASK_UPSAMPLE": "cubic"}, "MASK_UPSAMPLE"),
+        ({"NUM_CLASSES": 2, "BACKBONE": "vgg"}, "BACKBONE"),
+        ({"NUM_CLASSES": 2, "MEAN_PIXEL": (1.0, 2.0)}, "MEAN_PIXEL"),
+        ({"NUM_CLASSES": 2, "POOL_SIZE": 0}, "POOL_SIZE"),
+        ({"NUM_CLASSES": 2, "OPTIMIZER": "lbfgs"}, "OPTIMIZER"),
+        ({"NUM_CLASSES": 2, "NUM_CLASSE": 3}, "Unknown setting"),
+    ],
+)
+def test_inconsistent_configurations_are_refused(settings, message):
+    with pytest.raises(ValueError, match=message):
+        kml.MaskRCNNConfig(**settings)
+
+
+def test_mask_resolutions_that_work():
+    for pool, shape in [(14, 28), (14, 56), (28, 56), (28, 112), (7, 28)]:
+        cfg = kml.MaskRCNNConfig(NUM_CLASSES=2, MASK_POOL_SIZE=pool, MASK_SHAPE=(shape, shape), MINI_MASK_SHAPE=(112, 112))
+        assert cfg.MASK_UPSAMPLE_FACTOR == shape // pool
+
+
+def test_small_mini_masks_warn():
+    with pytest.warns(UserWarning, match="MINI_MASK_SHAPE"):
+        kml.MaskRCNNConfig(NUM_CLASSES=2, MASK_POOL_SIZE=28, MASK_SHAPE=(56, 56), MINI_MASK_SHAPE=(28, 28))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        kml.MaskRCNNConfig(NUM_CLASSES=2, USE_MINI_MASK=False, MASK_POOL_SIZE=28, MASK_SHAPE=(56, 56),
+                           MINI_MASK_SHAPE=(28, 28))
+
+
+def test_setting_attributes_is_validated():
+    cfg = kml.MaskRCNNConfig(NUM_CLASSES=3)
+    cfg.DETECTION_MIN_CONFIDENCE = 0.5
+    assert cfg.DETECTION_MIN_CONFIDENCE == 0.5
+    with pytest.raises(ValueError, match="NUM_CLASSES"):
+        cfg.NUM_CLASSES = 1
+    assert cfg.NUM_CLASSES == 3

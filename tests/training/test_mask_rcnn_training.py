@@ -1,0 +1,125 @@
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+import keras_maskrcnn_layers as kml
+from tests.models.conftest import tiny_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny model, briefly trained through `fit` with a checkpoint."""
+    config = tiny_config(STEPS_PER_EPOCH=3, DETECTION_MIN_CONFIDENCE=0.0)
+    samples = kml.data.generate_shapes(8, height=64, width=64, seed=5, max_instances=3)
+    model = kml.MaskRCNN(config)
+    checkpoint = str(tmp_path_factory.mktemp("ckpt") / "model.weights.h5")
+    history = model.fit(samples, epochs=2, checkpoint_path=checkpoint, verbose=0)
+    return model, samples, history, checkpoint
+
+
+def test_fit_reports_loss_and_writes_checkpoints(trained):
+    model, _, history, checkpoint = trained
+    assert len(history.history["loss"]) == 2
+    assert all(np.isfinite(history.history["loss"]))
+    assert os.path.getsize(checkpoint) > 0
+
+
+def test_detect_returns_original_size_results():
+    config = tiny_config(DETECTION_MIN_CONFIDENCE=0.0)
+    model = kml.MaskRCNN(config)
+    classifier = model.inference_model.get_layer("box_head").classifier
+    bias = np.full(classifier.bias.shape, 2.0, "float32")
+    bias[0] = -5.0
+    classifier.bias.assign(bias)
+    # Non-square, larger than the 64 px input: resized by 0.5 and padded.
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, size=(96, 128, 3), dtype=np.uint8) for _ in range(3)]
+    results = model.detect(images)
+    assert len(results) == 3
+    for result in results:
+        n = len(result["scores"])
+        assert n > 0
+        assert result["rois"].shape == (n, 4) and result["class_ids"].shape == (n,)
+        assert result["masks"].shape == (96, 128, n) and result["masks"].dtype == bool
+        assert np.all(result["rois"][:, 2] <= 96) and np.all(result["rois"][:, 3] <= 128)
+        assert np.all(result["class_ids"] >= 1)
+        # Masks lie inside their boxes (pixel centres within the box).
+        for k in range(n):
+            ys, xs = np.nonzero(result["masks"][..., k])
+            if len(ys):
+                y1, x1, y2, x2 = result["rois"][k]
+                assert ys.min() + 0.5 >= y1 and ys.max() + 0.5 <= y2 and xs.min() + 0.5 >= x1 and xs.max() + 0.5 <= x2
+
+
+def test_evaluate_gives_coco_metrics(trained):
+    model, samples, _, _ = trained
+    metrics = model.evaluate(samples[:4])
+    for key in ("bbox_ap", "bbox_ap50", "mask_ap", "mask_ap50"):
+        assert -1.0 <= metrics[key] <= 1.0
+    assert metrics["num_images"] == 4
+
+
+def test_save_and_load_predict_the_same(trained, tmp_path):
+    model, samples, _, _ = trained
+    path = str(tmp_path / "shapes.keras")
+    model.save(path)
+    loaded = kml.MaskRCNN.load(path)
+    assert loaded.config == model.config
+    images = [s["image"] for s in samples[:3]]
+    before, after = model.detect(images), loaded.detect(images)
+    for a, b in zip(before, after):
+        np.testing.assert_allclose(a["rois"], b["rois"], atol=1e-4)
+        np.testing.assert_array_equal(a["class_ids"], b["class_ids"])
+        np.testing.assert_array_equal(a["masks"], b["masks"])
+    # Training goes on from the loaded weights.
+    assert np.isfinite(loaded.fit(samples, epochs=1, steps_per_epoch=1, verbose=0).history["loss"][0])
+
+
+def test_bad_inputs(trained, tmp_path):
+    model, _, _, _ = trained
+    with pytest.raises(ValueError, match="H, W, 3"):
+        model.detect([np.zeros((64, 64), np.uint8)])
+    with pytest.raises(ValueError, match=".keras"):
+        model.save(str(tmp_path / "model.h5"))
+    plain = str(tmp_path / "plain.keras")
+    keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]).save(plain)
+    with pytest.raises(ValueError, match="MaskRCNN.save"):
+        kml.MaskRCNN.load(plain)
+    with pytest.raises(ValueError, match="MaskRCNNConfig"):
+        kml.MaskRCNN({"NUM_CLASSES": 4})
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.distribute needs the TensorFlow backend")
+def test_mirrored_strategy_on_two_logical_cpus():
+    script = textwrap.dedent(
+        """
+        import os
+        os.environ["KERAS_BACKEND"] = "tensorflow"
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+        import numpy as np
+        import keras_maskrcnn_layers as kml
+        from tests.models.conftest import tiny_config
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        assert strategy.num_replicas_in_sync == 2
+        model = kml.MaskRCNN(tiny_config(BATCH_SIZE=4), strategy=strategy, jit_compile=False)
+        samples = kml.data.generate_shapes(8, height=64, width=64, seed=2)
+        losses = model.fit(samples, epochs=1, steps_per_epoch=2, verbose=0).history["loss"]
+        assert np.all(np.isfinite(losses)), losses
+        print("replicas", strategy.num_replicas_in_sync, "loss", losses[0])
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=REPO,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "replicas 2" in result.stdout
