@@ -1,6 +1,6 @@
 """Model builders: the only code that reads a `MaskRCNNConfig`."""
 
-from keras_maskrcnn_layers.models.backbones import build_backbone, resnet_backbone, small_backbone
+from keras_maskrcnn_layers.models.backbones import build_backbone, pyramid_backbone, resnet_backbone, small_backbone
 from keras_maskrcnn_layers.models.mask_rcnn import MaskRCNNComponents, build_mask_rcnn
 
-__all__ = ["MaskRCNNComponents", "build_backbone", "build_mask_rcnn", "resnet_backbone", "small_backbone"]
+__all__ = ["MaskRCNNComponents", "build_backbone", "build_mask_rcnn", "pyramid_backbone", "resnet_backbone", "small_backbone"]

@@ -101,6 +101,46 @@ def small_backbone(input_shape, widths=(32, 48, 64, 96), blocks_per_stage=1, tra
     return model
 
 
+def pyramid_backbone(model, strides=(4, 8, 16, 32), name="backbone"):
+    """Any image model (a `keras.applications` one, say) as a C2..C5 backbone.
+
+    For each stride, takes the output of the deepest layer whose feature map
+    is the input size divided by that stride: the end of each stage.
+
+    Args:
+        model: functional `keras.Model` on images with a static size.
+        strides: the strides to tap. Defaults to `(4, 8, 16, 32)`.
+        name: name of the returned model. Defaults to `"backbone"`.
+
+    Returns:
+        A `keras.Model` from the same input to one map per stride.
+
+    Example:
+
+    >>> import keras
+    >>> from keras_maskrcnn_layers.models import pyramid_backbone
+    >>> app = keras.applications.MobileNetV3Small(
+    ...     input_shape=(64, 64, 3), include_top=False, weights=None, include_preprocessing=False)
+    >>> [tuple(x.shape[1:3]) for x in pyramid_backbone(app).outputs]
+    [(16, 16), (8, 8), (4, 4), (2, 2)]
+    """
+    height, width = model.input.shape[1:3]
+    if height is None or width is None:
+        raise ValueError(f"`model` needs a static input size. Received: input shape {model.input.shape}")
+    taps = {}
+    for layer in model.layers:
+        output = layer.output
+        if not hasattr(output, "shape") or len(output.shape) != 4:
+            continue
+        for stride in strides:
+            if tuple(output.shape[1:3]) == (-(-height // stride), -(-width // stride)):
+                taps[stride] = output
+    missing = [s for s in strides if s not in taps]
+    if missing:
+        raise ValueError(f"`model` has no feature map at stride(s) {missing} for input {height}x{width}.")
+    return keras.Model(model.input, [taps[s] for s in strides], name=name)
+
+
 def check_backbone(backbone, input_shape):
     """Checks that a user model maps images to C2..C5 at strides 4..32."""
     if not isinstance(backbone, keras.Model):
