@@ -191,3 +191,120 @@ def anchors_by_loops(level_scales, ratios, strides, image_shape, anchor_stride, 
                         h, w = s / math.sqrt(r), s * math.sqrt(r)
                         out.append((cy - h / 2, cx - w / 2, cy + h / 2, cx + w / 2))
     return np.asarray(out)
+
+
+# === Training targets (Faster R-CNN Sec. 3.1.2; Mask R-CNN Sec. 3.1) ===
+
+
+def encode(boxes, anchors, box_std):
+    """Faster R-CNN Eqn. 2 deltas of each box against its anchor, divided by `box_std`."""
+    out = np.zeros((len(boxes), 4))
+    for k in range(len(boxes)):
+        y1, x1, y2, x2 = np.asarray(boxes[k], np.float64)
+        ay1, ax1, ay2, ax2 = np.asarray(anchors[k], np.float64)
+        h, w, ah, aw = y2 - y1, x2 - x1, ay2 - ay1, ax2 - ax1
+        dy = ((y1 + 0.5 * h) - (ay1 + 0.5 * ah)) / ah
+        dx = ((x1 + 0.5 * w) - (ax1 + 0.5 * aw)) / aw
+        out[k] = np.array([dy, dx, math.log(h / ah), math.log(w / aw)]) / np.asarray(box_std)
+    return out
+
+
+def rpn_labels(anchors, gt_boxes, gt_class_ids, positive_iou, negative_iou):
+    """Labels of one image before sampling: 1 positive, 0 negative, -1 neither; and each anchor's best gt.
+
+    Positive: best IoU >= `positive_iou`, or the anchor is (one of) the best
+    anchors of some box with IoU > 0. Negative: best IoU < `negative_iou`
+    and not positive. Padding gt (class 0) is ignored.
+    """
+    valid = [g for g in range(len(gt_boxes)) if gt_class_ids[g] > 0]
+    labels = np.full(len(anchors), -1)
+    best_gt = np.zeros(len(anchors), int)
+    ious = np.array([[iou(a, gt_boxes[g]) for g in valid] for a in anchors]).reshape(len(anchors), len(valid))
+    for k in range(len(anchors)):
+        best = ious[k].max() if valid else -1.0
+        if valid:
+            best_gt[k] = valid[int(np.argmax(ious[k]))]
+        if best < negative_iou:
+            labels[k] = 0
+        if best >= positive_iou:
+            labels[k] = 1
+    for j in range(len(valid)):
+        top = ious[:, j].max()
+        if top > 0:
+            labels[ious[:, j] == top] = 1
+    return labels, best_gt
+
+
+def detection_targets(proposals, gt_class_ids, gt_boxes, gt_masks, total, positive_iou, box_std, mask_shape):
+    """Targets of one image when nothing needs sampling (every candidate fits in `total`).
+
+    Candidates are the non-zero proposals then the valid gt boxes; positives
+    (best IoU >= `positive_iou`) first, then negatives, each in candidate
+    order; mask targets are ROI Align (aligned, 2 samples per bin) of the
+    matched full-image mask, thresholded at 0.5. Returns `(rois, class_ids,
+    deltas, masks, valid)` padded to `total`.
+    """
+    valid_gt = [g for g in range(len(gt_boxes)) if gt_class_ids[g] > 0]
+    candidates = [p for p in proposals if np.any(p != 0)] + [gt_boxes[g] for g in valid_gt]
+    positives, negatives = [], []
+    for box in candidates:
+        ious = [iou(box, gt_boxes[g]) for g in valid_gt]
+        if ious and max(ious) >= positive_iou:
+            positives.append((box, valid_gt[int(np.argmax(ious))]))
+        else:
+            negatives.append((box, None))
+    rows = positives + negatives
+    assert len(rows) <= total, "the reference covers only cases that need no sampling"
+    rois = np.zeros((total, 4))
+    class_ids = np.zeros(total, int)
+    deltas = np.zeros((total, 4))
+    masks = np.zeros((total, *mask_shape))
+    valid = np.zeros(total, bool)
+    for t, (box, g) in enumerate(rows):
+        rois[t], valid[t] = box, True
+        if g is None:
+            continue
+        class_ids[t] = gt_class_ids[g]
+        deltas[t] = encode([gt_boxes[g]], [box], box_std)[0]
+        crop = roi_align_one(gt_masks[g][..., None], box, mask_shape, 1.0, 2, True)[..., 0]
+        masks[t] = crop >= 0.5
+    return rois, class_ids, deltas, masks, valid
+
+
+def detections(rois, probs, deltas, window, min_confidence, iou_threshold, max_detections, box_std):
+    """matterport's refine_detections for one image: best class, decode, clip, filter, class-wise NMS."""
+    class_ids = np.argmax(probs, axis=-1)
+    scores = probs[np.arange(len(rois)), class_ids].astype(np.float64)
+    boxes = decode(deltas[np.arange(len(rois)), class_ids], rois, box_std)
+    boxes[:, 0::2] = np.clip(boxes[:, 0::2], window[0], window[2])
+    boxes[:, 1::2] = np.clip(boxes[:, 1::2], window[1], window[3])
+    keep = []
+    for i in np.argsort(-scores, kind="stable"):
+        if not np.any(rois[i] != 0) or class_ids[i] == 0 or scores[i] < min_confidence:
+            continue
+        same_class = [k for k in keep if class_ids[k] == class_ids[i]]
+        if all(iou(boxes[i], boxes[k]) <= iou_threshold for k in same_class):
+            keep.append(int(i))
+        if len(keep) == max_detections:
+            break
+    out_boxes = np.zeros((max_detections, 4))
+    out_classes = np.zeros(max_detections, int)
+    out_scores = np.zeros(max_detections)
+    out_boxes[: len(keep)] = boxes[keep]
+    out_classes[: len(keep)] = class_ids[keep]
+    out_scores[: len(keep)] = scores[keep]
+    return out_boxes, out_classes, out_scores, len(keep)
+
+
+# === Sampling ===
+
+
+def first_true_indices(valid, k):
+    """Positions of the first `k` True entries of each row (0-padded) and which are real."""
+    indices = np.zeros((len(valid), k), int)
+    found = np.zeros((len(valid), k), bool)
+    for b, row in enumerate(valid):
+        hits = np.flatnonzero(row)[:k]
+        indices[b, : len(hits)] = hits
+        found[b, : len(hits)] = True
+    return indices, found

@@ -94,6 +94,8 @@ class DetectionTargetLayer(keras.layers.Layer):
             raise ValueError(f"`use_mini_mask` must be True or False. Received: {use_mini_mask!r}")
         self.use_mini_mask = use_mini_mask
         self.image_shape = None if image_shape is None else check_image_shape("image_shape", image_shape)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise ValueError(f"`seed` must be None or an integer >= 0. Received: seed={seed!r}")
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         self._convert_input_args = False
@@ -122,7 +124,7 @@ class DetectionTargetLayer(keras.layers.Layer):
         max_positive = int(round(total * self.roi_positive_ratio))
         positive = random_subset(positive, max_positive, keras.random.uniform(shape, seed=self.seed_generator))
         num_negative = total - ops.sum(ops.cast(positive, "int32"), axis=1)
-        negative = random_subset(negative, num_negative, keras.random.uniform(shape, seed=self.seed_generator))
+        negative = random_subset(negative, num_negative, keras.random.uniform(shape, seed=self.seed_generator), total)
         pos_index, pos_found = first_true_indices(positive, total)
         neg_index, neg_found = first_true_indices(negative, total)
         # Positives first, then negatives, in `total` slots.

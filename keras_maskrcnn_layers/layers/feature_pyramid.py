@@ -45,9 +45,21 @@ class FeaturePyramid(keras.layers.Layer):
         self.upsample = keras.layers.UpSampling2D(2, **sub)
         self.p6 = keras.layers.MaxPooling2D(pool_size=1, strides=2, name="fpn_p6", **sub)
 
-    def build(self, features_shape):
+    def _check_sizes(self, features_shape):
         if not isinstance(features_shape, (list, tuple)) or len(features_shape) != 4:
             raise ValueError(f"`features` must be a list [C2, C3, C4, C5]. Received: {features_shape}")
+        for below, above in zip(features_shape[:-1], features_shape[1:]):
+            hw_below, hw_above = tuple(below[1:3]), tuple(above[1:3])
+            if None in hw_below or None in hw_above:
+                continue
+            if hw_below != (2 * hw_above[0], 2 * hw_above[1]):
+                raise ValueError(
+                    f"Each backbone stage must be exactly half the size of the one below; got "
+                    f"{hw_below} under {hw_above}. Use an input size that is a multiple of 64."
+                )
+
+    def build(self, features_shape):
+        self._check_sizes(features_shape)
         for i, shape in enumerate(features_shape):
             self.laterals[i].build(shape)
             self.smooth[i].build((*shape[:-1], self.filters))
@@ -68,6 +80,7 @@ class FeaturePyramid(keras.layers.Layer):
         return outputs + [self.p6(outputs[-1])]
 
     def compute_output_shape(self, features_shape):
+        self._check_sizes(features_shape)
         shapes = [(*s[:-1], self.filters) for s in features_shape]
         b, h, w, _ = shapes[-1]
         half = lambda d: None if d is None else (d + 1) // 2  # noqa: E731

@@ -1,5 +1,7 @@
 """The five Mask R-CNN losses as one layer that adds them to its model."""
 
+import math
+
 import keras
 from keras import ops
 
@@ -43,10 +45,19 @@ class MaskRCNNLosses(keras.layers.Layer):
         super().__init__(**kwargs)
         weights = {name: 1.0 for name in LOSS_NAMES}
         if loss_weights is not None:
+            if not isinstance(loss_weights, dict):
+                raise ValueError(
+                    f"`loss_weights` must be a dict from loss names to numbers. Received: loss_weights={loss_weights!r}"
+                )
             unknown = set(loss_weights) - set(LOSS_NAMES)
             if unknown:
                 raise ValueError(f"`loss_weights` has unknown names {sorted(unknown)}; known: {LOSS_NAMES}")
-            weights.update({k: float(v) for k, v in loss_weights.items()})
+            for name, value in loss_weights.items():
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                    raise ValueError(
+                        f"`loss_weights[{name!r}]` must be a finite number >= 0. Received: {value!r}"
+                    )
+                weights[name] = float(value)
         self.loss_weights = weights
 
     def call(self, inputs):

@@ -75,6 +75,8 @@ class RPNTargetLayer(keras.layers.Layer):
                 f"`negative_iou` ({negative_iou}) must not exceed `positive_iou` ({positive_iou})."
             )
         self.box_std = tuple(_check_box_std(box_std))
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise ValueError(f"`seed` must be None or an integer >= 0. Received: seed={seed!r}")
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         self._convert_input_args = False
@@ -100,7 +102,9 @@ class RPNTargetLayer(keras.layers.Layer):
         max_positive = int(self.anchors_per_image * self.positive_fraction)
         positive = random_subset(positive, max_positive, keras.random.uniform(shape, seed=self.seed_generator))
         num_negative = self.anchors_per_image - ops.sum(ops.cast(positive, "int32"), axis=1)
-        negative = random_subset(negative, num_negative, keras.random.uniform(shape, seed=self.seed_generator))
+        negative = random_subset(
+            negative, num_negative, keras.random.uniform(shape, seed=self.seed_generator), self.anchors_per_image
+        )
         match = ops.where(positive, 1, ops.where(negative, 0, -1))
 
         matched = ops.take_along_axis(gt_boxes, best_gt[..., None], axis=1)

@@ -8,6 +8,7 @@ multiplied by it on decoding.
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_maskrcnn_layers.ops._validation import check_image_shape
@@ -17,7 +18,13 @@ BBOX_XFORM_CLIP = math.log(1000.0 / 16.0)
 
 
 def _check_box_std(box_std):
-    if len(box_std) != 4 or any(float(s) <= 0 for s in box_std):
+    if isinstance(box_std, np.ndarray):
+        box_std = box_std.tolist()
+    if (
+        not isinstance(box_std, (tuple, list))
+        or len(box_std) != 4
+        or any(isinstance(s, bool) or not isinstance(s, (int, float)) or not s > 0 for s in box_std)
+    ):
         raise ValueError(
             f"`box_std` must be four positive numbers (dy, dx, dh, dw). Received: box_std={box_std!r}"
         )

@@ -3,17 +3,20 @@
 from keras import ops
 
 
-def random_subset(candidates, counts, noise):
+def random_subset(candidates, counts, noise, max_count=None):
     """Picks `counts[b]` entries of row `b` of `candidates` uniformly at random.
 
-    Each candidate is ranked by its `noise` value; the `counts[b]` best are
-    kept (all of them when there are fewer). Sorting keeps the shape fixed,
-    so this compiles under XLA.
+    Each candidate is keyed by its `noise` value and the `counts[b]` largest
+    keys are kept (all candidates when there are fewer), found with one
+    `top_k` of static width `max_count` and marked by a scatter of that many
+    entries, so this compiles under XLA with fixed shapes.
 
     Args:
         candidates: bool tensor `[B, N]`.
         counts: int tensor `[B]` or int. How many to keep per row.
-        noise: float tensor `[B, N]` of i.i.d. uniform values.
+        noise: float tensor `[B, N]` of i.i.d. uniform values in `[0, 1)`.
+        max_count: int. A static upper bound on `counts`; a smaller one is
+            cheaper. Defaults to `counts` when it is an int, else `N`.
 
     Returns:
         bool tensor `[B, N]`: the chosen subset of `candidates`.
@@ -27,12 +30,23 @@ def random_subset(candidates, counts, noise):
     >>> keras.ops.convert_to_numpy(random_subset(candidates, 2, noise)).tolist()
     [[False, False, True, True]]
     """
+    n = candidates.shape[-1]
+    if max_count is None:
+        max_count = counts if isinstance(counts, int) else n
+    width = max(1, min(int(max_count), n))
     keyed = ops.where(candidates, noise, -1.0)
-    rank = ops.argsort(ops.argsort(-keyed, axis=-1), axis=-1)
+    # top_k orders ties by position, so taking its first `counts[b]` indices
+    # keeps exactly that many even when noise values tie.
+    top, index = ops.top_k(keyed, k=width, sorted=True)
     counts = ops.convert_to_tensor(counts, "int32")
-    if len(counts.shape) == 1:
-        counts = counts[:, None]
-    return ops.logical_and(candidates, rank < counts)
+    if len(counts.shape) == 0:
+        counts = ops.broadcast_to(counts, ops.shape(keyed)[:1])
+    chosen = ops.logical_and(ops.arange(width, dtype="int32")[None, :] < counts[:, None], top >= 0.0)
+    batch = ops.shape(keyed)[0]
+    rows = ops.broadcast_to(ops.arange(batch, dtype="int32")[:, None], ops.shape(index))
+    coordinates = ops.reshape(ops.stack([rows, ops.cast(index, "int32")], axis=-1), (-1, 2))
+    marks = ops.scatter(coordinates, ops.reshape(ops.cast(chosen, "int32"), (-1,)), ops.shape(keyed))
+    return ops.logical_and(candidates, marks > 0)
 
 
 def first_true_indices(valid, k):

@@ -56,21 +56,34 @@ class MaskRCNN:
 
     # === Training ===
 
-    def _optimizer(self):
+    def _optimizer(self, total_steps=None):
         cfg = self.config
+        rate = cfg.LEARNING_RATE
+        if cfg.LR_SCHEDULE == "cosine" and total_steps:
+            warmup = min(50, total_steps // 10)
+            rate = keras.optimizers.schedules.CosineDecay(
+                rate / 10.0, max(total_steps - warmup, 1), alpha=0.05, warmup_target=rate, warmup_steps=warmup
+            )
         if cfg.OPTIMIZER == "adam":
-            return keras.optimizers.Adam(cfg.LEARNING_RATE, clipnorm=cfg.GRADIENT_CLIP_NORM)
+            return keras.optimizers.Adam(rate, clipnorm=cfg.GRADIENT_CLIP_NORM)
         return keras.optimizers.SGD(
-            cfg.LEARNING_RATE,
+            rate,
             momentum=cfg.LEARNING_MOMENTUM,
             clipnorm=cfg.GRADIENT_CLIP_NORM,
             weight_decay=cfg.WEIGHT_DECAY or None,
         )
 
-    def compile(self, optimizer=None):
-        """Compiles the training model (done by `fit` when needed)."""
+    def compile(self, optimizer=None, total_steps=None):
+        """Compiles the training model (done by `fit` when needed).
+
+        Args:
+            optimizer: optional Keras optimizer; by default the config's
+                (`OPTIMIZER`, `LEARNING_RATE`, `LR_SCHEDULE`, ...).
+            total_steps: int. Length of the cosine schedule, if any.
+        """
         with self._scope():
-            self.training_model.compile(optimizer=optimizer or self._optimizer(), jit_compile=self.jit_compile)
+            optimizer = optimizer or self._optimizer(total_steps)
+            self.training_model.compile(optimizer=optimizer, jit_compile=self.jit_compile)
         self._compiled = True
 
     def _as_dataset(self, data, training, augment=None, seed=0):
@@ -113,8 +126,9 @@ class MaskRCNN:
         Returns:
             The `keras.callbacks.History`.
         """
+        steps_per_epoch = steps_per_epoch or self.config.STEPS_PER_EPOCH
         if not self._compiled:
-            self.compile()
+            self.compile(total_steps=(epochs - initial_epoch) * steps_per_epoch)
         dataset = self._as_dataset(data, True, augment, seed)
         callbacks = list(callbacks or [])
         if checkpoint_path is not None:
@@ -126,7 +140,7 @@ class MaskRCNN:
         return self.training_model.fit(
             dataset,
             epochs=epochs,
-            steps_per_epoch=steps_per_epoch or self.config.STEPS_PER_EPOCH,
+            steps_per_epoch=steps_per_epoch,
             validation_data=validation,
             validation_steps=validation_steps if validation is not None else None,
             callbacks=callbacks,
