@@ -4,7 +4,13 @@ import keras
 from keras import ops
 
 from keras_maskrcnn_layers.api_export import kml_export
-from keras_maskrcnn_layers.ops._validation import check_image_shape, check_pair, check_positive_int, check_probability
+from keras_maskrcnn_layers.ops._validation import (
+    check_image_shape,
+    check_pair,
+    check_positive_int,
+    check_probability,
+    check_seed,
+)
 from keras_maskrcnn_layers.ops.boxes import _check_box_std, encode_boxes, pairwise_iou
 from keras_maskrcnn_layers.ops.roi_align import roi_align
 from keras_maskrcnn_layers.ops.sampling import first_true_indices, random_subset
@@ -94,9 +100,7 @@ class DetectionTargetLayer(keras.layers.Layer):
             raise ValueError(f"`use_mini_mask` must be True or False. Received: {use_mini_mask!r}")
         self.use_mini_mask = use_mini_mask
         self.image_shape = None if image_shape is None else check_image_shape("image_shape", image_shape)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise ValueError(f"`seed` must be None or an integer >= 0. Received: seed={seed!r}")
-        self.seed = seed
+        self.seed = check_seed("seed", seed)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self._convert_input_args = False
         self._allow_non_tensor_positional_args = True

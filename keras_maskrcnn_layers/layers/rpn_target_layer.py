@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_maskrcnn_layers.api_export import kml_export
-from keras_maskrcnn_layers.ops._validation import check_positive_int, check_probability
+from keras_maskrcnn_layers.ops._validation import check_positive_int, check_probability, check_seed
 from keras_maskrcnn_layers.ops.boxes import _check_box_std, encode_boxes, pairwise_iou
 from keras_maskrcnn_layers.ops.sampling import random_subset
 
@@ -75,9 +75,7 @@ class RPNTargetLayer(keras.layers.Layer):
                 f"`negative_iou` ({negative_iou}) must not exceed `positive_iou` ({positive_iou})."
             )
         self.box_std = tuple(_check_box_std(box_std))
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise ValueError(f"`seed` must be None or an integer >= 0. Received: seed={seed!r}")
-        self.seed = seed
+        self.seed = check_seed("seed", seed)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self._convert_input_args = False
         self._allow_non_tensor_positional_args = True

@@ -28,6 +28,13 @@ def check_probability(name, value):
     return float(value)
 
 
+def check_seed(name, value):
+    """None or an int >= 0 (Keras seed generators refuse negative seeds on JAX)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0):
+        raise ValueError(f"`{name}` must be None or an integer >= 0. Received: {name}={value!r}")
+    return None if value is None else int(value)
+
+
 def check_pair(name, value, minimum=1):
     """An int or an (h, w) pair of ints, each >= minimum; returns a tuple."""
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
