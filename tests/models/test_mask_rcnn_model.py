@@ -14,12 +14,22 @@ INFERENCE_KEYS = ("images", "image_meta")
 def favour_objects(model):
     """An untrained head picks background everywhere; bias it towards objects."""
     classifier = model.get_layer("box_head").classifier
-    bias = np.full(classifier.bias.shape, 2.0, "float32")
+    bias = np.linspace(4.0, 0.0, classifier.bias.shape[0]).astype("float32")
     bias[0] = -5.0
     classifier.bias.assign(bias)
 
 
+def canonical_order(outputs, image):
+    """Detections of one image sorted by class and box: near-tied scores may
+    order differently with and without XLA, the set of detections may not."""
+    n = int(outputs["num_detections"][image])
+    boxes = np.round(outputs["detection_boxes"][image, :n], 2)
+    order = np.lexsort((boxes[:, 3], boxes[:, 2], boxes[:, 1], boxes[:, 0], outputs["detection_class_ids"][image, :n]))
+    return {key: outputs[key][image, :n][order] for key in outputs if key != "num_detections"}
+
+
 def test_inference_model_outputs_and_xla_equals_eager(config, samples):
+    keras.utils.set_random_seed(7)
     config = config.replace(DETECTION_MIN_CONFIDENCE=0.0)
     model = kml.build_mask_rcnn(config, "inference")
     favour_objects(model)
@@ -34,9 +44,11 @@ def test_inference_model_outputs_and_xla_equals_eager(config, samples):
     assert compiled["detection_class_ids"].dtype == np.int32
     assert np.all(compiled["num_detections"] > 0), "min confidence 0: something is detected"
     np.testing.assert_array_equal(compiled["num_detections"], eager["num_detections"])
-    np.testing.assert_array_equal(compiled["detection_class_ids"], eager["detection_class_ids"])
-    for key in ("detection_boxes", "detection_scores", "detection_masks"):
-        np.testing.assert_allclose(compiled[key], eager[key], atol=2e-3, rtol=1e-3, err_msg=key)
+    for image in range(2):
+        c, e = canonical_order(compiled, image), canonical_order(eager, image)
+        np.testing.assert_array_equal(c["detection_class_ids"], e["detection_class_ids"])
+        for key in ("detection_boxes", "detection_scores", "detection_masks"):
+            np.testing.assert_allclose(c[key], e[key], atol=2e-3, rtol=1e-3, err_msg=key)
     # Boxes stay inside the image window, padding rows are zero.
     for i, n in enumerate(compiled["num_detections"]):
         assert np.all(compiled["detection_boxes"][i, n:] == 0)
