@@ -308,3 +308,29 @@ def first_true_indices(valid, k):
         indices[b, : len(hits)] = hits
         found[b, : len(hits)] = True
     return indices, found
+
+
+# === Pasting masks back (inverse of aligned ROI Align; Detectron2 padding) ===
+
+
+def paste_mask(mask, box, image_shape, threshold, padding, box_scale):
+    """One mask pasted pixel by pixel: the grid padded with zeros, the box scaled, then enlarged to match."""
+    mask = np.pad(np.asarray(mask, np.float64), padding)
+    cells_h, cells_w = mask.shape[0] - 2 * padding, mask.shape[1] - 2 * padding
+    y1, x1, y2, x2 = (float(v) for v in box)
+    cy, cx = (y1 + y2) / 2, (x1 + x2) / 2
+    half_h = (y2 - y1) / 2 * box_scale * mask.shape[0] / cells_h
+    half_w = (x2 - x1) / 2 * box_scale * mask.shape[1] / cells_w
+    top, left, bottom, right = cy - half_h, cx - half_w, cy + half_h, cx + half_w
+    out = np.zeros(image_shape, np.float64)
+    if bottom <= top or right <= left:
+        return out if threshold is None else out >= threshold
+    for r in range(image_shape[0]):
+        for c in range(image_shape[1]):
+            py, px = r + 0.5, c + 0.5
+            if not (top <= py <= bottom and left <= px <= right):
+                continue
+            gy = (py - top) / (bottom - top) * mask.shape[0] - 0.5
+            gx = (px - left) / (right - left) * mask.shape[1] - 0.5
+            out[r, c] = bilinear(mask[..., None], gy, gx)[0]
+    return out if threshold is None else out >= threshold

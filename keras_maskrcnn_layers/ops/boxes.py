@@ -142,6 +142,38 @@ def clip_boxes(boxes, image_shape):
     return ops.minimum(ops.maximum(boxes, ops.cast(0, boxes.dtype)), limits)
 
 
+def check_box_scale(name, value):
+    """A finite box scale > 0, as a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not 0 < float(value) < math.inf:
+        raise ValueError(f"`{name}` must be a finite number > 0. Received: {name}={value!r}")
+    return float(value)
+
+
+def scale_boxes(boxes, scale):
+    """Scales yxyx boxes about their centres by `scale` (height and width alike).
+
+    Args:
+        boxes: float tensor `[..., 4]`, yxyx pixels.
+        scale: float > 0. `1.0` returns the boxes unchanged.
+
+    Returns:
+        Float tensor like `boxes`. Boxes are not clipped to the image.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_maskrcnn_layers import ops as kml_ops
+    >>> boxes = np.array([[10.0, 20.0, 30.0, 60.0]], "float32")
+    >>> keras.ops.convert_to_numpy(kml_ops.scale_boxes(boxes, 1.5))
+    array([[ 5., 10., 35., 70.]], dtype=float32)
+    """
+    if check_box_scale("scale", scale) == 1.0:
+        return boxes
+    cy, cx, h, w = _centers_and_sizes(boxes)
+    half_h, half_w = 0.5 * scale * h, 0.5 * scale * w
+    return ops.stack([cy - half_h, cx - half_w, cy + half_h, cx + half_w], axis=-1)
+
+
 def box_areas(boxes):
     """Areas of yxyx boxes `[..., 4]` -> `[...]`; degenerate boxes give 0."""
     h = ops.maximum(boxes[..., 2] - boxes[..., 0], 0.0)
