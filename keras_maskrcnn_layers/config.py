@@ -54,6 +54,8 @@ DEFAULTS = {
     "DETECTION_MIN_CONFIDENCE": 0.7,
     "DETECTION_NMS_THRESHOLD": 0.3,
     "DETECTION_MASK_THRESHOLD": 0.5,  # ours: threshold of pasted masks
+    "MASK_PASTE_PADDING": 1,  # ours: zero cells around a mask before it is pasted (Detectron2)
+    "MASK_BOX_SCALE": 1.0,  # ours: the mask branch crops and pastes boxes scaled by this about their centres
     "OPTIMIZER": "sgd",  # ours: "sgd" (matterport's, with momentum) or "adam"
     "LR_SCHEDULE": "constant",  # ours: "constant" (matterport's) or "cosine" decay over the fit
     "LEARNING_RATE": 0.001,
@@ -114,6 +116,39 @@ BACKBONES = ("resnet50", "resnet101", "small")
 UPSAMPLE_MODES = ("transpose", "bilinear", "nearest")
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "cosine")
+
+
+def resize_geometry(height, width, min_dim, max_dim, min_scale, mode):
+    """Where an image of `(height, width)` lands in the network input under matterport's resize modes.
+
+    The arithmetic of `kml.data.resize_image` without any pixels, so that
+    box statistics (such as the anchor tools') need neither images nor
+    TensorFlow. See `resize_image` for the modes.
+
+    Returns:
+        Tuple `(scale, (new_height, new_width), (top, left))`: input pixel =
+        original pixel * scale + (top, left). The resized image may exceed
+        `max_dim` in modes `"pad64"` and `"none"`, which never scale down;
+        callers decide what that means.
+
+    Example:
+
+    >>> from keras_maskrcnn_layers.config import resize_geometry
+    >>> resize_geometry(64, 32, 128, 128, 0, "square")
+    (2.0, (128, 64), (0, 32))
+    """
+    scale = 1.0
+    if mode != "none":
+        if min_dim:
+            scale = max(1.0, min_dim / min(height, width))
+        if min_scale and scale < min_scale:
+            scale = float(min_scale)
+        if mode == "square" and round(max(height, width) * scale) > max_dim:
+            scale = max_dim / max(height, width)
+    new_height, new_width = max(1, int(round(height * scale))), max(1, int(round(width * scale)))
+    if mode == "none":
+        return float(scale), (new_height, new_width), (0, 0)
+    return float(scale), (new_height, new_width), ((max_dim - new_height) // 2, (max_dim - new_width) // 2)
 
 
 def _plain(value):
@@ -336,6 +371,15 @@ class MaskRCNNConfig:
                 f"`MASK_SHAPE` {tuple(mask_shape)} cannot be produced from `MASK_POOL_SIZE` {pool}: the mask "
                 f"head upsamples by an integer factor, so MASK_SHAPE must be a multiple of MASK_POOL_SIZE "
                 f"(for example {pool * 2} or {pool * 4})."
+            )
+        padding = v["MASK_PASTE_PADDING"]
+        if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
+            fail(f"`MASK_PASTE_PADDING` must be an integer >= 0. Received: MASK_PASTE_PADDING={padding!r}")
+        box_scale = v["MASK_BOX_SCALE"]
+        if isinstance(box_scale, bool) or not isinstance(box_scale, (int, float)) or not 1.0 <= box_scale <= 4.0:
+            fail(
+                "`MASK_BOX_SCALE` must be a number in [1, 4]: masks are predicted over the box enlarged by it "
+                f"(1.0 = the box itself). Received: MASK_BOX_SCALE={box_scale!r}"
             )
         if v["MASK_UPSAMPLE"] not in UPSAMPLE_MODES:
             fail(f"`MASK_UPSAMPLE` must be one of {UPSAMPLE_MODES}. Received: {v['MASK_UPSAMPLE']!r}")

@@ -82,6 +82,10 @@ def test_from_matterport_class_or_instance(source):
         ({"NUM_CLASSES": 2, "MEAN_PIXEL": (1.0, 2.0)}, "MEAN_PIXEL"),
         ({"NUM_CLASSES": 2, "POOL_SIZE": 0}, "POOL_SIZE"),
         ({"NUM_CLASSES": 2, "OPTIMIZER": "lbfgs"}, "OPTIMIZER"),
+        ({"NUM_CLASSES": 2, "MASK_BOX_SCALE": 0.8}, "MASK_BOX_SCALE"),
+        ({"NUM_CLASSES": 2, "MASK_BOX_SCALE": 5}, "MASK_BOX_SCALE"),
+        ({"NUM_CLASSES": 2, "MASK_PASTE_PADDING": -1}, "MASK_PASTE_PADDING"),
+        ({"NUM_CLASSES": 2, "DETECTION_MASK_THRESHOLD": 1.2}, "DETECTION_MASK_THRESHOLD"),
         ({"NUM_CLASSES": 2, "NUM_CLASSE": 3}, "Unknown setting"),
     ],
 )

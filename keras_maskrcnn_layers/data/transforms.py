@@ -16,6 +16,7 @@ import warnings
 
 import numpy as np
 
+from keras_maskrcnn_layers.config import resize_geometry
 from keras_maskrcnn_layers.data._resample import nearest_indices, resize_bilinear
 from keras_maskrcnn_layers.data.image_meta import compose_image_meta
 from keras_maskrcnn_layers.data.sample import validate_sample
@@ -81,15 +82,7 @@ def resize_image(image, min_dim=None, max_dim=None, min_scale=None, mode="square
     if isinstance(max_dim, bool) or not isinstance(max_dim, (int, np.integer)) or max_dim < 1:
         raise ValueError(f"`max_dim` must be a positive int (the input side). Received: max_dim={max_dim!r}")
     h, w = image.shape[:2]
-    scale = 1.0
-    if mode != "none":
-        if min_dim:
-            scale = max(1.0, min_dim / min(h, w))
-        if min_scale and scale < min_scale:
-            scale = float(min_scale)
-        if mode == "square" and round(max(h, w) * scale) > max_dim:
-            scale = max_dim / max(h, w)
-    new_h, new_w = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+    scale, (new_h, new_w), (top, left) = resize_geometry(h, w, min_dim, max_dim, min_scale, mode)
     if new_h > max_dim or new_w > max_dim:
         raise ValueError(
             f"Image of shape {image.shape[:2]} scaled by {scale:g} to ({new_h}, {new_w}) does not fit the "
@@ -102,10 +95,6 @@ def resize_image(image, min_dim=None, max_dim=None, min_scale=None, mode="square
             info = np.iinfo(image.dtype)
             resized = np.clip(np.round(resized), info.min, info.max)
         image = resized.astype(image.dtype)
-    if mode == "none":
-        top, left = 0, 0
-    else:
-        top, left = (max_dim - new_h) // 2, (max_dim - new_w) // 2
     padding = [(top, max_dim - new_h - top), (left, max_dim - new_w - left), (0, 0)]
     image = np.pad(image, padding, mode="constant", constant_values=0)
     return image, (top, left, top + new_h, left + new_w), float(scale), padding

@@ -11,7 +11,7 @@ from keras_maskrcnn_layers.ops._validation import (
     check_probability,
     check_seed,
 )
-from keras_maskrcnn_layers.ops.boxes import _check_box_std, encode_boxes, pairwise_iou
+from keras_maskrcnn_layers.ops.boxes import _check_box_std, check_box_scale, encode_boxes, pairwise_iou, scale_boxes
 from keras_maskrcnn_layers.ops.roi_align import roi_align
 from keras_maskrcnn_layers.ops.sampling import first_true_indices, random_subset
 
@@ -31,7 +31,8 @@ class DetectionTargetLayer(keras.layers.Layer):
 
     Targets of a positive ROI: the class of its ground truth, the deltas
     from the ROI to that box divided by `box_std`, and the box's mask
-    cropped to the ROI by ROI Align at `mask_shape` and thresholded at 0.5.
+    cropped to the ROI (scaled by `mask_box_scale` about its centre) by ROI
+    Align at `mask_shape` and thresholded at 0.5.
     Ground-truth masks are either full-image masks or mini masks (the mask
     cropped to its box, matterport's `USE_MINI_MASK`).
 
@@ -48,6 +49,9 @@ class DetectionTargetLayer(keras.layers.Layer):
             `False`.
         image_shape: `(height, width)` of the input image; needed only with
             full masks whose size differs from it. Defaults to `None`.
+        mask_box_scale: float > 0. Mask targets cover the ROI enlarged by
+            this factor (`MASK_BOX_SCALE`), so the mask branch can learn the
+            parts of an object that a tight box cuts off. Defaults to `1.0`.
         seed: optional int. Defaults to `None`.
         **kwargs: base `keras.layers.Layer` arguments.
 
@@ -87,6 +91,7 @@ class DetectionTargetLayer(keras.layers.Layer):
         positive_iou=0.5,
         use_mini_mask=False,
         image_shape=None,
+        mask_box_scale=1.0,
         seed=None,
         **kwargs,
     ):
@@ -100,6 +105,7 @@ class DetectionTargetLayer(keras.layers.Layer):
             raise ValueError(f"`use_mini_mask` must be True or False. Received: {use_mini_mask!r}")
         self.use_mini_mask = use_mini_mask
         self.image_shape = None if image_shape is None else check_image_shape("image_shape", image_shape)
+        self.mask_box_scale = check_box_scale("mask_box_scale", mask_box_scale)
         self.seed = check_seed("seed", seed)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self._convert_input_args = False
@@ -146,7 +152,7 @@ class DetectionTargetLayer(keras.layers.Layer):
         matched = ops.take_along_axis(gt_boxes, roi_gt[..., None], axis=1)
         safe_rois = ops.where(is_positive[..., None], rois, matched + ops.convert_to_tensor([0.0, 0.0, 1.0, 1.0]))
         deltas = ops.where(is_positive[..., None], encode_boxes(matched, safe_rois, self.box_std), 0.0)
-        masks = self._mask_targets(rois, matched, roi_gt, gt_masks, num_gt)
+        masks = self._mask_targets(scale_boxes(rois, self.mask_box_scale), matched, roi_gt, gt_masks, num_gt)
         masks = ops.where(is_positive[..., None, None], masks, 0.0)
         return rois, class_ids, deltas, masks, valid
 
@@ -196,6 +202,7 @@ class DetectionTargetLayer(keras.layers.Layer):
                 "positive_iou": self.positive_iou,
                 "use_mini_mask": self.use_mini_mask,
                 "image_shape": None if self.image_shape is None else list(self.image_shape),
+                "mask_box_scale": self.mask_box_scale,
                 "seed": self.seed,
             }
         )

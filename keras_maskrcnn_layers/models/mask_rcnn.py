@@ -18,6 +18,7 @@ from keras_maskrcnn_layers.layers import (
     RPNTargetLayer,
 )
 from keras_maskrcnn_layers.models.backbones import build_backbone
+from keras_maskrcnn_layers.ops.boxes import scale_boxes
 
 IMAGE_META_SIZE = 8
 MODES = ("training", "inference")
@@ -186,6 +187,7 @@ def build_mask_rcnn(config, mode="inference", backbone=None, components=None):
             box_std=config.BBOX_STD_DEV,
             use_mini_mask=config.USE_MINI_MASK,
             image_shape=(height, width),
+            mask_box_scale=config.MASK_BOX_SCALE,
             name="detection_targets",
         )(proposals, gt_class_ids, gt_boxes, gt_masks)
 
@@ -194,7 +196,7 @@ def build_mask_rcnn(config, mode="inference", backbone=None, components=None):
         # Positives come first and number at most round(T * ratio): only
         # they have mask targets, so the mask branch sees just those rows.
         num_mask_rois = max(1, int(round(config.TRAIN_ROIS_PER_IMAGE * config.ROI_POSITIVE_RATIO)))
-        mask_rois = rois[:, :num_mask_rois]
+        mask_rois = scale_boxes(rois[:, :num_mask_rois], config.MASK_BOX_SCALE)
         masks = c.mask_head(mask_roi_align(mask_rois, levels))
         losses = MaskRCNNLosses(config.LOSS_WEIGHTS, name="losses")(
             {
@@ -224,7 +226,8 @@ def build_mask_rcnn(config, mode="inference", backbone=None, components=None):
         box_std=config.BBOX_STD_DEV,
         name="detections",
     )(proposals, class_probs, box_deltas, window)
-    masks = c.mask_head(mask_roi_align(boxes, levels), class_ids)
+    # Masks span the boxes scaled by MASK_BOX_SCALE; pasting uses the same scale.
+    masks = c.mask_head(mask_roi_align(scale_boxes(boxes, config.MASK_BOX_SCALE), levels), class_ids)
     outputs = {
         "detection_boxes": boxes,
         "detection_class_ids": class_ids,

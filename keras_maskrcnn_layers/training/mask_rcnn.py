@@ -10,6 +10,7 @@ import tensorflow as tf
 from keras_maskrcnn_layers.config import MaskRCNNConfig
 from keras_maskrcnn_layers.data import compose_image_meta, make_dataset, resize_image
 from keras_maskrcnn_layers.models.mask_rcnn import MaskRCNNComponents, build_mask_rcnn
+from keras_maskrcnn_layers.ops._validation import check_positive_int, check_probability
 from keras_maskrcnn_layers.training.postprocess import unmold_detections
 
 CONFIG_ENTRY = "keras_maskrcnn_layers_config.json"
@@ -178,20 +179,34 @@ class MaskRCNN:
         outputs = self._predictor.predict_on_batch({"images": images, "image_meta": meta})
         return {k: np.asarray(v) for k, v in outputs.items()}
 
-    def detect(self, images, verbose=0):
+    def detect(self, images, verbose=0, mask_threshold=None, paste_padding=None):
         """Detects objects in images of any size.
 
         Args:
             images: list of uint8 `[H, W, 3]` arrays.
             verbose: 1 shows a progress bar. Defaults to `0`.
+            mask_threshold: float in `[0, 1]` or None. Overrides
+                `DETECTION_MASK_THRESHOLD` for this call (a sweep over
+                thresholds needs no new model). Defaults to `None`.
+            paste_padding: int or None. Overrides `MASK_PASTE_PADDING` for
+                this call. Defaults to `None`.
 
         Returns:
             One dict per image: `rois [n, 4]` yxyx in the original image's
             pixels, `class_ids [n]`, `scores [n]` and `masks [H, W, n]` bool at
-            the original size, thresholded at `DETECTION_MASK_THRESHOLD`.
+            the original size, pasted with `MASK_PASTE_PADDING` into the
+            boxes scaled by `MASK_BOX_SCALE` and thresholded at
+            `DETECTION_MASK_THRESHOLD`.
         """
         images = list(images)
-        batch = self.config.BATCH_SIZE
+        cfg = self.config
+        threshold = cfg.DETECTION_MASK_THRESHOLD
+        if mask_threshold is not None:
+            threshold = check_probability("mask_threshold", mask_threshold)
+        padding = cfg.MASK_PASTE_PADDING
+        if paste_padding is not None:
+            padding = check_positive_int("paste_padding", paste_padding, minimum=0)
+        batch = cfg.BATCH_SIZE
         progress = keras.utils.Progbar(len(images)) if verbose else None
         results = []
         for start in range(0, len(images), batch):
@@ -204,7 +219,7 @@ class MaskRCNN:
                 meta = np.concatenate([meta, np.repeat(meta[-1:], missing, axis=0)])
             outputs = self._predict(molded, meta)
             for i in range(len(chunk)):
-                results.append(unmold_detections(outputs, i, meta[i], self.config.DETECTION_MASK_THRESHOLD))
+                results.append(unmold_detections(outputs, i, meta[i], threshold, padding, cfg.MASK_BOX_SCALE))
             if progress is not None:
                 progress.add(len(chunk))
         return results

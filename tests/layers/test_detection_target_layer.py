@@ -132,6 +132,17 @@ def test_mask_of_a_roi_equal_to_its_box_is_the_resized_mask():
     np.testing.assert_array_equal(roi_masks[4], np.repeat(np.repeat(crop, 2, axis=0), 2, axis=1))
 
 
+def test_mask_box_scale_crops_the_enlarged_roi():
+    proposals, ids, boxes, masks = hand_case()
+    # ROI (8, 8, 24, 24) scaled by 2 is (0, 0, 32, 32): at 32 px the target
+    # is that crop of the mask, the disc with its margin.
+    outputs = run(layer(mask_shape=32, mask_box_scale=2.0), proposals, ids, boxes, masks)
+    rois, roi_masks = outputs[0][0], outputs[3][0]
+    # The returned ROIs stay unscaled: the box head regresses from them.
+    np.testing.assert_array_equal(rois[0], [8, 8, 24, 24])
+    np.testing.assert_array_equal(roi_masks[0], masks[0, 0, 0:32, 0:32])
+
+
 def mini_masks(masks, boxes, shape):
     """matterport's minimize_mask with a nearest-neighbour resize: each crop to `shape`."""
     out = np.zeros((*masks.shape[:2], *shape), "float32")

@@ -78,10 +78,10 @@ def test_every_loss_is_reported_and_zero_instance_images_train(config):
     assert np.isfinite(float(model.train_on_batch(batch)))
 
 
-def test_mini_masks_class_agnostic_56px_and_bilinear_upsampling(samples):
+def test_mini_masks_class_agnostic_56px_bilinear_upsampling_and_box_scale(samples):
     config = tiny_config(
         USE_MINI_MASK=True, MINI_MASK_SHAPE=(56, 56), MASK_SHAPE=(56, 56), MASK_CLASS_AGNOSTIC=True,
-        MASK_UPSAMPLE="bilinear",
+        MASK_UPSAMPLE="bilinear", MASK_BOX_SCALE=1.25,
     )
     model = kml.build_mask_rcnn(config, "training")
     batch = batch_from_samples(samples, config)
@@ -91,6 +91,18 @@ def test_mini_masks_class_agnostic_56px_and_bilinear_upsampling(samples):
     inference = kml.build_mask_rcnn(config, "inference")
     out = inference({k: batch[k] for k in INFERENCE_KEYS})
     assert tuple(out["detection_masks"].shape) == (2, config.DETECTION_MAX_INSTANCES, 56, 56)
+
+
+@pytest.mark.parametrize("pool, side", [(14, 28), (28, 112)])
+def test_mask_resolutions_train_and_predict(samples, pool, side):
+    # 56 px is covered above; full masks at the 64 px image size.
+    config = tiny_config(MASK_POOL_SIZE=pool, MASK_SHAPE=(side, side), MASK_HEAD_CONVS=0)
+    model = kml.build_mask_rcnn(config, "training")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=True)
+    assert np.isfinite(float(model.train_on_batch(batch_from_samples(samples, config))))
+    inference = kml.build_mask_rcnn(config, "inference")
+    out = inference({k: batch_from_samples(samples, config)[k] for k in INFERENCE_KEYS})
+    assert tuple(out["detection_masks"].shape) == (2, config.DETECTION_MAX_INSTANCES, side, side)
 
 
 def test_training_and_inference_share_weights(config):

@@ -58,6 +58,22 @@ def test_detect_returns_original_size_results():
                 assert ys.min() + 0.5 >= y1 and ys.max() + 0.5 <= y2 and xs.min() + 0.5 >= x1 and xs.max() + 0.5 <= x2
 
 
+def test_detect_threshold_and_padding_overrides(trained):
+    model, samples, _, _ = trained
+    images = [s["image"] for s in samples[:2]]
+    low, high = model.detect(images, mask_threshold=0.3), model.detect(images, mask_threshold=0.7)
+    padded, unpadded = model.detect(images), model.detect(images, paste_padding=0)
+    for a, b, c, d in zip(low, high, padded, unpadded):
+        np.testing.assert_array_equal(a["rois"], b["rois"])
+        # A lower threshold only adds pixels; at 0.5, padding only trims soft edges.
+        assert not np.any(b["masks"] & ~a["masks"])
+        assert not np.any(c["masks"] & ~d["masks"])
+    with pytest.raises(ValueError, match="mask_threshold"):
+        model.detect(images, mask_threshold=1.5)
+    with pytest.raises(ValueError, match="paste_padding"):
+        model.detect(images, paste_padding=-1)
+
+
 def test_evaluate_gives_coco_metrics(trained):
     model, samples, _, _ = trained
     metrics = model.evaluate(samples[:4])
