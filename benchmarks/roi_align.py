@@ -30,20 +30,32 @@ Run `python benchmarks/roi_align.py --help` for the options, or import
 """
 
 import argparse
-import gc
 import json
 import math
 import os
-import platform
-import statistics
-import subprocess
 import sys
-import tempfile
-import threading
-import time
-from importlib import metadata
 
 import numpy as np
+
+if __package__ in (None, ""):  # Run as a script: make the `benchmarks` package importable.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks._common import (  # noqa: E402
+    BYTES_PER_MB,
+    RESULTS_DIR,
+    Benchmark,
+    Logger,
+    TfAllocatorPeak,
+    error_text,
+    fmt,
+    machine_info,
+    machine_lines,
+    package_versions,
+    render_table,
+    run_json_child,
+    select_backend,
+    write_json,
+)
 
 LEVELS = (2, 3, 4, 5)
 MIN_SIDE_PX = 16.0
@@ -62,32 +74,8 @@ BASELINE_IMPL = "matterport crop_and_resize"
 FORWARD_TOLERANCE = 1e-4
 GRADIENT_RELATIVE_TOLERANCE = 1e-4
 FINGERPRINT_RELATIVE_TOLERANCE = 1e-4
-RSS_SAMPLE_INTERVAL_S = 0.001
-BYTES_PER_MB = 1e6
-RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
-_START = time.perf_counter()
-_LOG_TAG = {"name": "roi_align"}
-
-
-def _log(message):
-    # stderr keeps stdout for the table, and shows progress on long runs.
-    elapsed = time.perf_counter() - _START
-    print(f"[{_LOG_TAG['name']} {elapsed:7.1f}s] {message}", file=sys.stderr, flush=True)
-
-
-def _select_backend(backend):
-    """Points Keras at `backend`; Keras reads the choice once, at its import."""
-    if "keras" in sys.modules:
-        import keras
-
-        if keras.backend.backend() != backend:
-            raise RuntimeError(
-                f"Keras was already imported with the {keras.backend.backend()!r} backend; "
-                f"this benchmark needs {backend!r}. Import it before keras, or run it as a script."
-            )
-        return
-    os.environ["KERAS_BACKEND"] = backend
+_log = Logger("roi_align")
 
 
 # --------------------------------------------------------------------------
@@ -108,11 +96,16 @@ def workload_spec(small):
 
 
 def make_boxes(workload):
-    """`[B, N, 4]` yxyx pixel boxes, sides log-uniform, at least 3/4 of each side inside."""
+    """`[B, N, 4]` yxyx pixel boxes, sides log-uniform, at least 3/4 of each side inside.
+
+    Sides span `workload["box_side_px"]` (16-512 px unless given), which
+    must not exceed twice the image side.
+    """
     rng = np.random.default_rng(workload["seed"])
     size = workload["image_size"]
     shape = (workload["batch"], workload["num_boxes"])
-    log_min, log_max = math.log(MIN_SIDE_PX), math.log(MAX_SIDE_PX)
+    min_side, max_side = workload.get("box_side_px", (MIN_SIDE_PX, MAX_SIDE_PX))
+    log_min, log_max = math.log(min_side), math.log(max_side)
     heights = np.exp(rng.uniform(log_min, log_max, shape))
     widths = np.exp(rng.uniform(log_min, log_max, shape))
     # Centres within a quarter side of the border: boxes may overhang a little, as
@@ -153,149 +146,6 @@ def fingerprint(array):
 # Measurement
 
 
-def _rss_bytes():
-    try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError):
-        return None
-
-
-class PeakRSS:
-    """Highest resident set size seen while the `with` block runs, from a sampling thread.
-
-    Compiled TF and JAX calls release the GIL while they compute, so the
-    sampler keeps running during the part that allocates.
-    """
-
-    def __init__(self, interval_s=RSS_SAMPLE_INTERVAL_S):
-        self._interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread = None
-        self.before = None
-        self.peak = None
-        self.samples = 0
-
-    def __enter__(self):
-        gc.collect()
-        self.before = _rss_bytes()
-        self.peak = self.before
-        if self.before is not None:
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def _sample(self):
-        while not self._stop.wait(self._interval_s):
-            self._record()
-
-    def _record(self):
-        rss = _rss_bytes()
-        self.samples += 1
-        if rss is not None and rss > self.peak:
-            self.peak = rss
-
-    def __exit__(self, *exc_info):
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._record()
-        return False
-
-    @property
-    def extra_mb(self):
-        if self.before is None:
-            return None
-        return max(self.peak - self.before, 0) / BYTES_PER_MB
-
-
-class TfAllocatorPeak:
-    """Peak bytes in use in TensorFlow's CPU allocator while the `with` block runs.
-
-    With oneDNN (TensorFlow's default on x86) large CPU tensors come from a
-    pool that is never given back, so RSS stops moving after the first call;
-    the allocator's own counters still see every call's working set.
-    """
-
-    def __init__(self):
-        self.extra_mb = None
-        self._before = None
-
-    def __enter__(self):
-        import tensorflow as tf
-
-        try:
-            tf.config.experimental.reset_memory_stats("CPU:0")
-            self._before = tf.config.experimental.get_memory_info("CPU:0")["current"]
-        except ValueError:  # Raised by allocators without statistics (oneDNN off).
-            self._before = None
-        return self
-
-    def __exit__(self, *exc_info):
-        import tensorflow as tf
-
-        if self._before is not None:
-            peak = tf.config.experimental.get_memory_info("CPU:0")["peak"]
-            self.extra_mb = max(peak - self._before, 0) / BYTES_PER_MB
-        return False
-
-
-class _NoAllocatorStats:
-    extra_mb = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        return False
-
-
-class Benchmark:
-    """One compiled callable: its first call, then the timed calls.
-
-    Args:
-        call: runs one step and returns its outputs.
-        sync: waits until the outputs exist (JAX dispatches asynchronously;
-            TensorFlow's eager CPU calls return when done).
-        allocator_stats: makes a context manager whose `extra_mb` is the
-            framework allocator's peak during the timed calls.
-    """
-
-    def __init__(self, call, sync=lambda outputs: outputs, allocator_stats=_NoAllocatorStats):
-        self._call = call
-        self._sync = sync
-        self._allocator_stats = allocator_stats
-        self.compile_s = None
-
-    def first_call(self):
-        start = time.perf_counter()
-        outputs = self._sync(self._call())
-        self.compile_s = time.perf_counter() - start
-        return outputs
-
-    def measure(self, warmup, repeats):
-        if self.compile_s is None:
-            self.first_call()
-        for _ in range(warmup):
-            self._sync(self._call())
-        times_ms = []
-        with PeakRSS() as memory, self._allocator_stats() as allocator:
-            for _ in range(repeats):
-                start = time.perf_counter()
-                self._sync(self._call())
-                times_ms.append((time.perf_counter() - start) * 1e3)
-        return {
-            "median_ms": statistics.median(times_ms),
-            "min_ms": min(times_ms),
-            "max_ms": max(times_ms),
-            "times_ms": times_ms,
-            "compile_s": self.compile_s,
-            "peak_extra_mb": memory.extra_mb,
-            "rss_samples": memory.samples,
-            "allocator_peak_extra_mb": allocator.extra_mb,
-        }
-
-
 def _row(impl, backend, xla, sampling_ratio, pool, pass_name, workload):
     return {
         "impl": impl,
@@ -323,18 +173,13 @@ def _describe(row):
     return f"{row['impl']} [{row['backend']}, xla={row['xla']}] sr={sr} pool={row['pool']} {row['pass']}"
 
 
-def _error_text(error):
-    first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return f"{type(error).__name__}: {first_line[:300]}"
-
-
 def _run_row(row, bench, warmup, repeats):
     """Fills `row` with the timings of `bench`; a failing configuration is recorded, not fatal."""
     _log(f"timing {_describe(row)}")
     try:
         row.update(bench.measure(warmup, repeats))
     except Exception as error:  # A backend error in one config must not lose the others.
-        row["error"] = _error_text(error)
+        row["error"] = error_text(error)
         _log(f"FAILED {_describe(row)}: {row['error']}")
         return row
     _log(f"  median {row['median_ms']:.1f} ms, first call {row['compile_s']:.2f} s")
@@ -435,7 +280,7 @@ def _compare_xla(benches, sanity, key, pass_name):
         xla_out = benches[True].first_call()
         plain_out = benches[False].first_call()
     except Exception as error:  # The timing pass reports the failing step itself.
-        sanity[key] = {"ok": False, "error": _error_text(error)}
+        sanity[key] = {"ok": False, "error": error_text(error)}
         _log(f"sanity check {key}: {_check_text(sanity[key])}")
         return None
     if pass_name == FORWARD:
@@ -565,19 +410,17 @@ def _jax_fingerprint(bench, row, fingerprints):
     try:
         output = bench.first_call()
     except Exception as error:  # The timing pass records the failure in the row.
-        _log(f"first call failed for {_describe(row)}: {_error_text(error)}")
+        _log(f"first call failed for {_describe(row)}: {error_text(error)}")
         return
     fingerprints[f"sr={row['sampling_ratio']} pool={row['pool']}"] = fingerprint(output)
 
 
-def _child_command(child_json, small, pool_sizes, sampling_ratios, include_backward, warmup, repeats):
+def _child_command(small, pool_sizes, sampling_ratios, include_backward, warmup, repeats):
     command = [
         sys.executable,
         os.path.abspath(__file__),
         "--backend",
         "jax",
-        "--child-json",
-        child_json,
         "--warmup",
         str(warmup),
         "--repeats",
@@ -596,67 +439,12 @@ def _child_command(child_json, small, pool_sizes, sampling_ratios, include_backw
 
 def _run_jax_child(small, pool_sizes, sampling_ratios, include_backward, warmup, repeats):
     """Runs the JAX rows in a fresh process and returns its JSON, or an error dict."""
-    with tempfile.TemporaryDirectory(prefix="roi_align_bench_") as tmp:
-        child_json = os.path.join(tmp, "jax.json")
-        command = _child_command(child_json, small, pool_sizes, sampling_ratios, include_backward, warmup, repeats)
-        env = dict(os.environ, KERAS_BACKEND="jax")
-        _log("starting the JAX child process")
-        # The child's progress goes straight to our stderr; its stdout is kept off the table.
-        completed = subprocess.run(command, env=env, stdout=subprocess.PIPE, text=True, check=False)
-        if completed.stdout:
-            print(completed.stdout, file=sys.stderr, end="")
-        if completed.returncode != 0 or not os.path.exists(child_json):
-            return {"error": f"JAX child process exited with code {completed.returncode}"}
-        with open(child_json) as handle:
-            return json.load(handle)
+    command = _child_command(small, pool_sizes, sampling_ratios, include_backward, warmup, repeats)
+    return run_json_child(command, _log, prefix="roi_align_bench_")
 
 
 # --------------------------------------------------------------------------
 # Report
-
-
-def _cpu_model():
-    try:
-        output = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    except OSError:
-        output = ""
-    for line in output.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def _memory_gb():
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) * 1024 / 1e9
-    except (OSError, ValueError):
-        pass
-    return None
-
-
-def machine_info():
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {
-        "cpu_model": _cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "usable_cpus": usable,
-        "memory_gb": _memory_gb(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-    }
-
-
-def package_versions():
-    versions = {}
-    for name in ("tensorflow", "keras", "jax", "jaxlib", "numpy", "keras-maskrcnn-layers"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
 
 
 def _add_ratios(rows):
@@ -712,7 +500,7 @@ def run_benchmark(
         The JSON-ready result: `rows`, `machine`, `versions`, `workload`,
         `settings`, `sanity` (XLA vs no-XLA agreement) and `errors`.
     """
-    _select_backend("tensorflow")
+    select_backend("tensorflow")
     repeats = DEFAULT_REPEATS[bool(small)] if repeats is None else repeats
     pool_sizes, sampling_ratios = tuple(pool_sizes), tuple(sampling_ratios)
     workload = workload_spec(small)
@@ -760,24 +548,20 @@ def _sort_key(row):
     )
 
 
-def _fmt(value, spec, missing="-"):
-    return missing if value is None else format(value, spec)
-
-
 def _table_cells(row):
     failed = "FAILED" if row["error"] else "-"
     return [
         row["impl"],
         row["backend"],
         "jit" if row["backend"] == "jax" else ("yes" if row["xla"] else "no"),
-        _fmt(row["sampling_ratio"], "d"),
+        fmt(row["sampling_ratio"], "d"),
         str(row["pool"]),
         row["pass"],
-        _fmt(row["median_ms"], ".1f", failed),
-        _fmt(row["ratio_to_baseline"], ".2f"),
-        _fmt(row["peak_extra_mb"], ".0f"),
-        _fmt(row["allocator_peak_extra_mb"], ".0f"),
-        _fmt(row["compile_s"], ".2f"),
+        fmt(row["median_ms"], ".1f", failed),
+        fmt(row["ratio_to_baseline"], ".2f"),
+        fmt(row["peak_extra_mb"], ".0f"),
+        fmt(row["allocator_peak_extra_mb"], ".0f"),
+        fmt(row["compile_s"], ".2f"),
     ]
 
 
@@ -797,31 +581,10 @@ TABLE_HEADER = [
 RIGHT_ALIGNED = set(TABLE_HEADER) - {"impl", "backend", "xla", "pass"}
 
 
-def _render(header, body):
-    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-
-    def render(cells):
-        parts = [
-            cell.rjust(width) if name in RIGHT_ALIGNED else cell.ljust(width)
-            for name, cell, width in zip(header, cells, widths)
-        ]
-        return " | ".join(parts).rstrip()
-
-    rule = "-+-".join("-" * width for width in widths)
-    return [render(header), rule, *(render(cells) for cells in body)]
-
-
 def _header_lines(result):
-    machine, versions, workload, settings = (
-        result["machine"], result["versions"], result["workload"], result["settings"]
-    )
-    memory = f", {machine['memory_gb']:.0f} GB RAM" if machine["memory_gb"] else ""
-    version_text = ", ".join(f"{name} {version}" for name, version in versions.items() if version)
+    workload, settings = result["workload"], result["settings"]
     maps = ", ".join(f"P{lvl} {side}x{side}" for lvl, side in zip(workload["levels"], workload["feature_sizes"]))
-    return [
-        f"machine: {machine['cpu_model']}, {machine['cpu_count']} CPUs "
-        f"({machine['usable_cpus']} usable){memory}; {machine['platform']}",
-        f"versions: python {machine['python']}, {version_text}",
+    return machine_lines(result["machine"], result["versions"]) + [
         f"workload ({workload['name']}): batch {workload['batch']}, "
         f"{workload['image_size']}x{workload['image_size']} image, {maps}, "
         f"{workload['channels']} channels, {workload['num_boxes']} boxes/image "
@@ -843,7 +606,7 @@ def format_table(result):
     lines += [f"output tensor, pool {pool}: {output_mb(result['workload'], pool):.1f} MB" for pool in pools]
     lines.append("")
     rows = sorted(result["rows"], key=_sort_key)
-    lines += _render(TABLE_HEADER, [_table_cells(row) for row in rows])
+    lines += render_table(TABLE_HEADER, [_table_cells(row) for row in rows], RIGHT_ALIGNED)
     lines += [
         "",
         "x baseline time: median / median of the baseline row with the same pool and pass (< 1 is faster).",
@@ -887,19 +650,13 @@ def _parse_args(argv):
 
 def _child_main(args):
     """The JAX half: writes its rows to `--child-json` for the parent to merge."""
-    _select_backend("jax")
-    _LOG_TAG["name"] = "roi_align jax child"
+    select_backend("jax")
+    _log.name = "roi_align jax child"
     rows, fingerprints = _jax_rows(
         workload_spec(args.small), args.pool_sizes, args.sampling_ratios, not args.no_backward, args.warmup, args.repeats
     )
     with open(args.child_json, "w") as handle:
         json.dump({"rows": rows, "fingerprints": fingerprints, "versions": package_versions()}, handle)
-
-
-def _write_json(result, path):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as handle:
-        json.dump(result, handle, indent=2)
 
 
 def main(argv=None):
@@ -917,7 +674,7 @@ def main(argv=None):
         include_backward=not args.no_backward,
     )
     output = args.output or os.path.join(RESULTS_DIR, "roi_align_small.json" if args.small else "roi_align.json")
-    _write_json(result, output)
+    write_json(result, output)
     print(format_table(result))
     _log(f"wrote {output}")
 

@@ -1,0 +1,143 @@
+"""Smoke tests of the benchmark scripts on tiny workloads: they run, report and agree; no timing is asserted."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import keras_maskrcnn_layers as kml
+from benchmarks import _common, mask_rcnn, proposals, roi_align
+
+tensorflow_only = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="the benchmarks time the TensorFlow backend in this process"
+)
+
+
+def tiny_mask_rcnn_config():
+    """The benchmark's "coco" config shrunk to a 64 px model that compiles in seconds."""
+    return mask_rcnn.model_config(
+        small=True,
+        IMAGE_MIN_DIM=64,
+        IMAGE_MAX_DIM=64,
+        TOP_DOWN_PYRAMID_SIZE=16,
+        FPN_CLASSIF_FC_LAYERS_SIZE=32,
+        MASK_HEAD_CONVS=1,
+        PRE_NMS_LIMIT=200,
+        POST_NMS_ROIS_TRAINING=100,
+        POST_NMS_ROIS_INFERENCE=30,
+        TRAIN_ROIS_PER_IMAGE=32,
+        DETECTION_MAX_INSTANCES=6,
+        RPN_ANCHOR_SCALES=(8, 16, 24, 32, 48),
+        NUM_CLASSES=3,
+    )
+
+
+def test_render_table_aligns_named_columns():
+    lines = _common.render_table(["name", "ms"], [["a", "1.0"], ["long", "10.0"]], {"ms"})
+    assert lines == ["name |   ms", "-----+-----", "a    |  1.0", "long | 10.0"]
+
+
+def test_machine_and_versions_are_json_ready():
+    info = {"machine": _common.machine_info(), "versions": _common.package_versions(extra=("matplotlib",))}
+    assert info["machine"]["cpu_count"] >= 1
+    assert info["versions"]["keras"] == keras.__version__
+    assert "matplotlib" in info["versions"]
+    json.dumps(info)
+
+
+def test_compare_kept_counts_identical_and_matched_boxes():
+    reference = np.array([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]], "float32")
+    swapped = reference[[0, 2, 1]]
+    check = proposals.compare_kept(swapped, 3, reference, 3)
+    assert (check["identical"], check["first_difference"], check["matched"], check["ok"]) == (1, 1, 3, True)
+    check = proposals.compare_kept(reference, 2, reference, 3)
+    assert (check["identical"], check["first_difference"], check["matched"], check["ok"]) == (2, 2, 2, False)
+
+
+@pytest.mark.parametrize(
+    "module, argv",
+    [
+        (proposals, ["--repeats", "0"]),
+        (proposals, ["--backend", "jax"]),
+        (mask_rcnn, ["--skip-model", "--skip-roi-align"]),
+        (mask_rcnn, ["--warmup", "-1"]),
+    ],
+)
+def test_command_lines_reject_bad_arguments(module, argv):
+    with pytest.raises(SystemExit):
+        module._parse_args(argv)
+
+
+@tensorflow_only
+def test_proposals_benchmark_runs_and_agrees_with_the_baseline():
+    workload = proposals.workload_spec(small=True, anchor_settings=proposals.coco_anchor_settings())
+    workload.update(image_size=128, pre_nms_topk=300, post_nms_topk=50, objects_per_image=3)
+    result = proposals.run_benchmark(workload=workload, include_jax=False, repeats=1, warmup=0)
+    assert not result["errors"]
+    impls = sorted((row["impl"], row["xla"]) for row in result["rows"])
+    assert impls == sorted(
+        [(proposals.NMS_IMPL, False), (proposals.BASELINE_IMPL, False),
+         (proposals.LAYER_IMPL, True), (proposals.LAYER_IMPL, False)]
+    )
+    assert all(row["ratio_to_nms"] is not None for row in result["rows"])
+    assert set(result["agreement"]) == {"tf xla=True vs baseline", "tf xla=False vs baseline"}
+    assert all(check["ok"] for check in result["agreement"].values()), result["agreement"]
+    assert "x NMS alone" in proposals.format_table(result)
+    json.dumps(result)
+
+
+def test_proposals_synthetic_rpn_outputs_crowd_around_objects():
+    workload = proposals.workload_spec(small=True, anchor_settings=proposals.coco_anchor_settings())
+    anchors = proposals.make_anchors(workload)
+    scores, deltas = proposals.make_rpn_outputs(workload, anchors)
+    assert scores.shape == (2, anchors.shape[0]) and deltas.shape == (2, anchors.shape[0], 4)
+    assert np.all((scores > 0) & (scores < 1))
+    # The best candidates decode onto the objects: many overlap the best one beyond NMS's threshold.
+    top = np.argsort(-scores[0])[:100]
+    boxes = keras.ops.convert_to_numpy(kml.ops.decode_boxes(deltas[0, top], anchors[top], workload["box_std"]))
+    assert np.count_nonzero(proposals.pairwise_iou(boxes[:1], boxes)[0] > workload["nms_iou_threshold"]) > 5
+
+
+def test_mask_rcnn_stages_are_differences_of_prefix_times():
+    medians = {("to FPN", True): 10.0, ("to proposals", True): 14.0, ("full", True): 20.0, ("to FPN", False): 12.0}
+    rows = [{"prefix": prefix, "xla": xla, "median_ms": ms} for (prefix, xla), ms in medians.items()]
+    stages = {(s["stage"], s["xla"]): (s["ms_per_image"], s["share"]) for s in mask_rcnn.stage_rows(rows)}
+    names = [name for name, _, _ in mask_rcnn.STAGES] + [mask_rcnn.FULL_STAGE]
+    assert [stages[(name, True)] for name in names] == [(10.0, 0.5), (4.0, 0.2), (6.0, 0.3), (20.0, 1.0)]
+    # Without the full model's time, the plain rows have times where they can but no shares.
+    assert [stages[(name, False)] for name in names] == [(12.0, None), (None, None), (None, None), (None, None)]
+
+
+@tensorflow_only
+def test_mask_rcnn_benchmark_runs_and_plots(tmp_path):
+    config = tiny_mask_rcnn_config()
+    plot = tmp_path / "roi_align.png"
+    result = mask_rcnn.run_benchmark(
+        config=config, include_plain=False, roi_counts=(4, 8), pool_sizes=(7,), repeats=1, warmup=0,
+        plot_path=str(plot),
+    )
+    assert not result["errors"]
+    assert [(row["prefix"], row["xla"]) for row in result["model_rows"]] == [
+        ("to FPN", True), ("to proposals", True), ("full", True)
+    ]
+    shares = [s["share"] for s in result["stages"] if s["stage"] != mask_rcnn.FULL_STAGE]
+    assert len(shares) == 3 and sum(shares) == pytest.approx(1.0)
+    # The biased classifier fills every detection slot, so the mask branch pools real boxes.
+    assert result["detections"]["xla=True"]["num_detections"] == config.DETECTION_MAX_INSTANCES
+    assert [(row["pool"], row["rois"]) for row in result["roi_align"]["rows"]] == [(7, 4), (7, 8)]
+    assert plot.exists() and plot.stat().st_size > 0
+    text = mask_rcnn.format_table(result)
+    assert "ROI heads" in text and "us per ROI" in text
+    json.dumps(result)
+
+
+@tensorflow_only
+def test_roi_align_benchmark_still_runs_after_the_shared_helpers_moved():
+    result = roi_align.run_benchmark(
+        small=True, pool_sizes=(7,), sampling_ratios=(2,), include_jax=False, include_backward=False,
+        repeats=1, warmup=0,
+    )
+    assert not result["errors"]
+    assert all(check["ok"] for check in result["sanity"].values())
+    assert "x baseline time" in roi_align.format_table(result)
