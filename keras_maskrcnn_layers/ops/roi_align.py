@@ -16,16 +16,24 @@ flattened to `[T, C]`, and for each sample offset and each of the four
 bilinear corners one gather of `[B, N, pool_h, pool_w, C]` is weighted and
 accumulated at once, so XLA fuses gather, multiply and add into one loop.
 
-Gradients flow to the features only. The automatic gradient of those
-gathers is one scatter-add each, slow on XLA:CPU, and slower still where
-XLA fuses the forward gathers into every scatter (an upstream gradient that
-depends on the output elementwise, e.g. a ReLU or a square after the op).
-So, where the maps are small enough for it to pay (`_dense_gradient_pays`),
-the backward is written by hand without a scatter: sampling and bin
-averaging are separable, `out[i, j] = sum_yx Wy[i, y] Wx[j, x] F[y, x]`, so
-`dF = Wy^T g Wx` is two batched matmuls per map, over static chunks of ROIs
-to bound memory. With `box_indices` (ground-truth mask crops, which need no
-gradient) the automatic gradient is kept.
+Gradients flow to the features only, through a hand-written backward. The
+automatic gradient of the gathers is one scatter-add per sample offset and
+corner, each into its own zero copy of the whole feature table: slow on
+XLA:CPU and gigabytes of memory. Two replacements:
+
+- small maps (`_dense_gradient_pays`): no scatter at all. Sampling and bin
+  averaging are separable, `out[i, j] = sum_yx Wy[i, y] Wx[j, x] F[y, x]`,
+  so `dF = Wy^T g Wx` is two batched matmuls per map, over static chunks of
+  ROIs to bound memory;
+- large maps: every bin's upstream gradient is spread over the
+  `(2 * sampling_ratio)^2` bilinear taps of its samples in one weighted
+  scatter-add per chunk of ROIs (`_scatter_gradient`). On the standard
+  benchmark (1024 px, P2..P5, 256 channels, 2 x 1000 ROIs, sampling ratio 2,
+  2 CPU cores) forward + backward takes 2x (pool 7) to 3x (pool 14) less
+  time than with the automatic gradient, and about half the allocator peak.
+
+With `box_indices` (ground-truth mask crops, which need no gradient) the
+automatic gradient is kept.
 """
 
 from keras import ops
@@ -243,6 +251,55 @@ def _map_gradient(upstream, y_corners, x_corners, on_map, map_shape, sampling_ra
     return grad
 
 
+# Bytes the scatter backward's weighted updates `[B, n, 2S*pool_h, 2S*pool_w, C]`
+# may take per chunk of `n` boxes. Every chunk scatters into its own copy of
+# the feature table, so fewer, larger chunks are faster: measured on the
+# standard benchmark, pool 7 fwd+bwd takes 413 / 235 / 215 ms with chunks of
+# 128 MB / 512 MB / 2 GB (one chunk there).
+_SCATTER_CHUNK_BYTES = 2048 * 2**20
+
+
+def _axis_taps(corners, sampling_ratio):
+    """The `2 * sampling_ratio` bilinear taps of every bin along one axis: `[B, N, pool, 2S]`."""
+    low, high, w_low, w_high = corners
+    pool = low.shape[2]
+    shape = (-1, low.shape[1], pool, 2 * sampling_ratio)
+    return (
+        ops.reshape(ops.stack([low, high], axis=-1), shape),
+        ops.reshape(ops.stack([w_low, w_high], axis=-1), shape),
+    )
+
+
+def _scatter_gradient(upstream, base, width, y_corners, x_corners, sampling_ratio, num_rows):
+    """Gradient of the flattened feature table: one weighted scatter-add per chunk of boxes.
+
+    Every bin spreads its upstream gradient over the `(2S)^2` bilinear taps
+    of its samples, weighted as in the forward, in a single scatter-add per
+    chunk instead of one per sample and corner (the automatic gradient).
+
+    Returns:
+        float32 `[num_rows, C]`.
+    """
+    batch, num_boxes, pool_h, pool_w, channels = upstream.shape
+    y_index, y_weight = _axis_taps(y_corners, sampling_ratio)
+    x_index, x_weight = _axis_taps(x_corners, sampling_ratio)
+    rows = base[..., None, None] + y_index * ops.cast(width, "int32")[..., None, None]
+    index = rows[..., :, :, None, None] + x_index[..., None, None, :, :]
+    weight = y_weight[..., :, :, None, None] * x_weight[..., None, None, :, :] / float(sampling_ratio**2)
+    per_box = (batch or 1) * pool_h * pool_w * (2 * sampling_ratio) ** 2 * channels * 4
+    chunk = max(1, _SCATTER_CHUNK_BYTES // per_box)
+    grad = None
+    for start in range(0, num_boxes, chunk):
+        stop = min(start + chunk, num_boxes)
+        g = upstream[:, start:stop, :, None, :, None, :]
+        updates = g * weight[:, start:stop, ..., None]
+        part = ops.scatter(
+            ops.reshape(index[:, start:stop], (-1, 1)), ops.reshape(updates, (-1, channels)), (num_rows, channels)
+        )
+        grad = part if grad is None else grad + part
+    return grad
+
+
 def _pool_maps(features, boxes, scales, level_fn, pool_size, sampling_ratio, aligned):
     """ROI Align of every box on its own map among `features`.
 
@@ -291,24 +348,37 @@ def _pool_maps(features, boxes, scales, level_fn, pool_size, sampling_ratio, ali
             base = image_base + ops.take(ops.stack(offsets), level)
         y_corners, x_corners = _sample_corners(boxes, height, width, scale, pool_size, sampling_ratio, aligned)
         out = _gather_pool(flat, base, width, y_corners, x_corners, sampling_ratio)
-        return out, level, y_corners, x_corners
+        return out, level, y_corners, x_corners, base, width
 
     shapes = [tuple(f.shape[1:3]) for f in features]
-    if not (_DENSE_GRADIENT and _dense_gradient_pays(shapes, pool_size, sampling_ratio)):
+    static = all(isinstance(d, int) for shape in shapes for d in shape) and boxes.shape[1] is not None
+    if not _DENSE_GRADIENT or not static:
         return forward(boxes, features)[0]
+    dense = _dense_gradient_pays(shapes, pool_size, sampling_ratio)
 
     # Every tensor the forward reads is an argument, none captured: JAX's
     # custom VJP may not close over values being differentiated.
     @ops.custom_gradient
     def pooled(boxes, *features):
-        out, level, y_corners, x_corners = forward(boxes, features)
+        out, level, y_corners, x_corners, base, width = forward(boxes, features)
 
         def grad_fn(*upstream, variables=None):
             g = ops.cast(upstream[0], "float32")
             grads = [ops.zeros_like(boxes)]  # The boxes are constants (API.md).
-            for index, (f, shape) in enumerate(zip(features, shapes)):
-                on_map = None if level is None else ops.cast(ops.equal(level, index), "float32")
-                grads.append(ops.cast(_map_gradient(g, y_corners, x_corners, on_map, shape, sampling_ratio), f.dtype))
+            if dense:
+                for index, (f, shape) in enumerate(zip(features, shapes)):
+                    on_map = None if level is None else ops.cast(ops.equal(level, index), "float32")
+                    grad = _map_gradient(g, y_corners, x_corners, on_map, shape, sampling_ratio)
+                    grads.append(ops.cast(grad, f.dtype))
+            else:
+                total = sum(h * w for h, w in shapes)
+                batch, channels = ops.shape(g)[0], g.shape[-1]
+                flat = _scatter_gradient(g, base, width, y_corners, x_corners, sampling_ratio, batch * total)
+                flat = ops.reshape(flat, (batch, total, channels))
+                start = 0
+                for f, (h, w) in zip(features, shapes):
+                    grads.append(ops.cast(ops.reshape(flat[:, start : start + h * w], (batch, h, w, channels)), f.dtype))
+                    start += h * w
             # TensorFlow passes `variables` only when the forward read some,
             # which it cannot: the features arrive as tensors.
             if variables is not None:

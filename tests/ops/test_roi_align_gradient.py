@@ -304,6 +304,63 @@ def test_no_gradient_flows_to_boxes(dense_calls):
     assert dense_calls
 
 
+# === The scatter backward (large maps) ===
+
+
+@pytest.fixture
+def scatter_calls(monkeypatch):
+    """Forces the scatter backward (whatever the maps' size) and records its calls."""
+    monkeypatch.setattr(roi_align_module, "_DENSE_GRADIENT_MAX_COST_RATIO", 0.0)
+    calls = []
+    scatter_gradient = roi_align_module._scatter_gradient
+
+    def counting(*args):
+        calls.append(1)
+        return scatter_gradient(*args)
+
+    monkeypatch.setattr(roi_align_module, "_scatter_gradient", counting)
+    return calls
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+@pytest.mark.parametrize("sampling_ratio, pool", [(1, (3, 2)), (2, (2, 4)), (3, (3, 3))])
+def test_multilevel_scatter(monkeypatch, scatter_calls, aligned, sampling_ratio, pool):
+    features, boxes, rng = pyramid_case(sampling_ratio + 40)
+    upstream = rng.normal(size=(*boxes.shape[:2], *pool, 2)).astype("float32")
+    kwargs = dict(output_size=pool, sampling_ratio=sampling_ratio, aligned=aligned)
+
+    def loss(x):
+        return keras.ops.sum(kml_ops.multilevel_roi_align(unflatten(x, features), boxes, **kwargs) * upstream)
+
+    def pooled(arrays):
+        tiled = np.tile(boxes, (arrays[0].shape[0] // boxes.shape[0], 1, 1))
+        return kml_ops.multilevel_roi_align(arrays, tiled, **kwargs)
+
+    x = flatten(features)
+    scattered = grad(op_by_op_or_jax_jit(loss), x)
+    assert scatter_calls, "the scatter backward did not run"
+    assert_gradients_close(scattered, flatten(finite_differences(pooled, features, upstream)))
+    assert_gradients_close(scattered, automatic_gradient(monkeypatch, loss, x, []))
+    assert all(np.any(part != 0) for part in np.split(scattered, np.cumsum([f.size for f in features])[:-1]))
+
+
+def test_scatter_chunked_and_compiled(monkeypatch, scatter_calls):
+    features, boxes, rng = pyramid_case(22)
+    upstream = rng.normal(size=(*boxes.shape[:2], 4, 2, 2)).astype("float32")
+
+    def loss(x):
+        return keras.ops.sum(kml_ops.multilevel_roi_align(unflatten(x, features), boxes, (4, 2)) * upstream)
+
+    x = flatten(features)
+    reference = automatic_gradient(monkeypatch, loss, x, [])
+    # A box's updates: batch 2 * 4 x 2 bins * 16 taps * 2 channels * 4 bytes = 2048 bytes.
+    monkeypatch.setattr(roi_align_module, "_SCATTER_CHUNK_BYTES", 5 * 2048)
+    assert_gradients_close(grad(loss, x), reference)
+    scatter_calls.clear()
+    assert_gradients_close(grad(compiled(loss), x), reference)
+    assert scatter_calls, "the compiled gradient did not run the scatter backward"
+
+
 # === When the dense backward is used ===
 
 
