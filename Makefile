@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
-.PHONY: test test-tensorflow test-jax demo layers-demo bench bench-small clean
+.PHONY: test test-tensorflow test-jax demo layers-demo sweep bench bench-small bench-proposals bench-model clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,11 +31,21 @@ demo: $(STAMP)
 layers-demo: $(STAMP)
 	KERAS_BACKEND=tensorflow $(PY) examples/layers_demo.py
 
+# The mask-size sweep behind docs/mask_size.md (about 25 minutes on 2 cores).
+sweep: $(STAMP)
+	KERAS_BACKEND=tensorflow $(PY) examples/mask_size_sweep.py
+
 bench: $(STAMP)
 	KERAS_BACKEND=tensorflow $(PY) benchmarks/roi_align.py
 
 bench-small: $(STAMP)
 	KERAS_BACKEND=tensorflow $(PY) benchmarks/roi_align.py --small
 
+bench-proposals: $(STAMP)
+	KERAS_BACKEND=tensorflow $(PY) benchmarks/proposals.py
+
+bench-model: $(STAMP)
+	KERAS_BACKEND=tensorflow $(PY) benchmarks/mask_rcnn.py
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache benchmarks/results demo_output
+	rm -rf $(VENV) build *.egg-info .pytest_cache benchmarks/results demo_output sweep_output
