@@ -77,8 +77,6 @@ class ProposalLayer(keras.layers.Layer):
         self.pre_nms_topk = check_positive_int("pre_nms_topk", pre_nms_topk)
         self.post_nms_topk = check_positive_int("post_nms_topk", post_nms_topk)
         self.nms_iou_threshold = check_probability("nms_iou_threshold", nms_iou_threshold)
-        if not isinstance(box_std, (tuple, list)):
-            raise ValueError(f"`box_std` must be four positive numbers. Received: box_std={box_std!r}")
         self.box_std = tuple(_check_box_std(box_std))
         if isinstance(min_size, bool) or not isinstance(min_size, (int, float)) or not min_size >= 0:
             raise ValueError(f"`min_size` must be a number >= 0. Received: min_size={min_size!r}")

@@ -3,25 +3,8 @@
 from keras import ops
 
 from keras_maskrcnn_layers.ops._validation import check_positive_int, check_probability
+from keras_maskrcnn_layers.ops.boxes import pairwise_iou
 from keras_maskrcnn_layers.ops.sampling import first_true_indices
-
-
-def _iou_one_to_many(box, boxes):
-    """IoU of `box [B, 4]` with each of `boxes [B, N, 4]` -> `[B, N]`."""
-    box = ops.expand_dims(box, 1)
-    inter_h = ops.maximum(
-        ops.minimum(box[..., 2], boxes[..., 2]) - ops.maximum(box[..., 0], boxes[..., 0]), 0.0
-    )
-    inter_w = ops.maximum(
-        ops.minimum(box[..., 3], boxes[..., 3]) - ops.maximum(box[..., 1], boxes[..., 1]), 0.0
-    )
-    inter = inter_h * inter_w
-    area = ops.maximum(box[..., 2] - box[..., 0], 0.0) * ops.maximum(box[..., 3] - box[..., 1], 0.0)
-    areas = ops.maximum(boxes[..., 2] - boxes[..., 0], 0.0) * ops.maximum(
-        boxes[..., 3] - boxes[..., 1], 0.0
-    )
-    union = area + areas - inter
-    return ops.where(union > 0.0, inter / ops.maximum(union, 1e-12), 0.0)
 
 
 def batched_nms(
@@ -116,7 +99,7 @@ def batched_nms(
             ops.logical_and(ops.take(candidate, i, axis=1), ops.logical_not(ops.take(suppressed, i, axis=1))),
             count < max_output_size,
         )
-        overlaps = ops.logical_and(_iou_one_to_many(box, sorted_boxes) > iou_threshold, positions > i)
+        overlaps = ops.logical_and(pairwise_iou(box[:, None], sorted_boxes)[:, 0] > iou_threshold, positions > i)
         suppressed = ops.logical_or(suppressed, ops.logical_and(overlaps, keep_i[:, None]))
         keep = ops.logical_or(keep, ops.logical_and(positions == i, keep_i[:, None]))
         return i + 1, keep, suppressed, count + ops.cast(keep_i, "int32")
