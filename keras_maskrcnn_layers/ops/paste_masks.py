@@ -22,18 +22,13 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_maskrcnn_layers.ops._validation import check_boxes_values, check_image_shape, concrete_value
+from keras_maskrcnn_layers.ops._validation import (
+    check_boxes_values,
+    check_image_shape,
+    check_probability,
+    concrete_value,
+)
 from keras_maskrcnn_layers.ops.boxes import check_box_scale, scale_boxes
-
-
-def _check_threshold(threshold):
-    if threshold is None:
-        return None
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.number)):
-        raise ValueError(f"`threshold` must be None or a number in [0, 1]. Received: threshold={threshold!r}")
-    if not 0.0 <= float(threshold) <= 1.0:
-        raise ValueError(f"`threshold` must be None or a number in [0, 1]. Received: threshold={threshold!r}")
-    return float(threshold)
 
 
 def _check_inputs(masks, boxes, padding):
@@ -121,7 +116,7 @@ def paste_masks(masks, boxes, image_shape, threshold=0.5, padding=1, box_scale=1
            [0, 0, 0, 0, 0, 0, 0, 0]])
     """
     height, width = check_image_shape("image_shape", image_shape)
-    threshold = _check_threshold(threshold)
+    threshold = None if threshold is None else check_probability("threshold", threshold)
     box_scale = check_box_scale("box_scale", box_scale)
     masks = ops.convert_to_tensor(masks)
     boxes = ops.convert_to_tensor(boxes)
