@@ -70,6 +70,8 @@ DEFAULT_SAMPLING_RATIOS = (1, 2)
 FORWARD = "fwd"
 BACKWARD = "fwd+bwd"
 LAYER_IMPL = "kml.PyramidROIAlign"
+FLAT_IMPL = "kml.PyramidROIAlign, flat table"
+FLATTEN_IMPL = "kml.FlattenPyramid"
 BASELINE_IMPL = "matterport crop_and_resize"
 FORWARD_TOLERANCE = 1e-4
 GRADIENT_RELATIVE_TOLERANCE = 1e-4
@@ -125,10 +127,21 @@ def make_features(workload):
 
 
 def make_upstream(workload, pool):
-    # A random upstream, not ones, so that the gradient weighs every output differently.
-    rng = np.random.default_rng(workload["seed"] + 100 + pool)
-    shape = (workload["batch"], workload["num_boxes"], pool, pool, workload["channels"])
+    """A random upstream, not ones, so that the gradient weighs every output differently.
+
+    `pool=None` gives the upstream of the flattened table instead.
+    """
+    rng = np.random.default_rng(workload["seed"] + 100 + (pool or 0))
+    if pool is None:
+        shape = (workload["batch"], sum(side**2 for side in workload["feature_sizes"]), workload["channels"])
+    else:
+        shape = (workload["batch"], workload["num_boxes"], pool, pool, workload["channels"])
     return rng.standard_normal(shape, dtype=np.float32)
+
+
+def flatten_numpy(features):
+    """`kml.ops.flatten_pyramid` in NumPy: the table the flat rows read, built once."""
+    return np.concatenate([f.reshape(f.shape[0], -1, f.shape[-1]) for f in features], axis=1)
 
 
 def output_mb(workload, pool):
@@ -342,13 +355,70 @@ def _tf_layer_rows(tensors, workload, pool, sampling_ratio, passes, warmup, repe
     return rows
 
 
+def _tf_flat_rows(tensors, table, workload, pool, sampling_ratios, passes, warmup, repeats, fingerprints):
+    """The table alone (`FlattenPyramid`), then the layer reading it: XLA only."""
+    import tensorflow as tf
+
+    import keras_maskrcnn_layers as kml
+
+    boxes, features, upstream = tensors
+    rows = []
+    table_upstream = tf.constant(make_upstream(workload, None))
+    for pass_name in passes:
+        bench = _tf_bench(lambda b, f: kml.ops.flatten_pyramid(f), (boxes, features, table_upstream), pass_name == BACKWARD, True)
+        rows.append(_run_row(_row(FLATTEN_IMPL, "tensorflow", True, None, pool, pass_name, workload), bench, warmup, repeats))
+    del table_upstream
+    for sampling_ratio in sampling_ratios:
+        layer = kml.PyramidROIAlign(pool_size=pool, sampling_ratio=sampling_ratio, aligned=True)
+
+        def pool_fn(b, flat, layer=layer):
+            return layer(b, features, flat_features=flat)
+
+        for pass_name in passes:
+            bench = _tf_bench(pool_fn, (boxes, table, upstream), pass_name == BACKWARD, True)
+            row = _row(FLAT_IMPL, "tensorflow", True, sampling_ratio, pool, pass_name, workload)
+            if pass_name == FORWARD:
+                _flat_fingerprint(bench, row, fingerprints)
+            rows.append(_run_row(row, bench, warmup, repeats))
+    return rows
+
+
+def _flat_fingerprint(bench, row, fingerprints):
+    """Fingerprints the flat table's first forward output, for `_flat_sanity`."""
+    try:
+        output = bench.first_call()
+    except Exception as error:  # The timing pass records the failure in the row.
+        _log(f"first call failed for {_describe(row)}: {error_text(error)}")
+        return
+    fingerprints[f"flat {row['backend']} sr={row['sampling_ratio']} pool={row['pool']}"] = fingerprint(output)
+
+
+def _flat_sanity(fingerprints, flat_fingerprints):
+    """The layer reading the flat table against the layer on the maps (TF, no XLA)."""
+    checks = {}
+    for key, flat_print in flat_fingerprints.items():
+        if not key.startswith("flat "):
+            continue
+        backend, config = key.split(" ", 2)[1:]
+        if config not in fingerprints:
+            continue
+        diff = _relative_diff(flat_print, fingerprints[config])
+        checks[f"flat table ({backend}) vs maps (tf no xla), {config} fwd"] = {
+            "metric": "relative diff of (sum, sum of squares)",
+            "value": diff,
+            "ok": diff < FINGERPRINT_RELATIVE_TOLERANCE,
+        }
+    return checks
+
+
 def _tensorflow_rows(workload, pool_sizes, sampling_ratios, include_backward, warmup, repeats):
     import tensorflow as tf
 
     boxes = tf.constant(make_boxes(workload))
     features = [tf.constant(f) for f in make_features(workload)]
     passes = _passes(include_backward)
-    rows, sanity, fingerprints = [], {}, {}
+    table = tf.constant(flatten_numpy(make_features(workload)))
+    rows, sanity, fingerprints, flat_fingerprints = [], {}, {}, {}
     for pool in pool_sizes:
         tensors = (boxes, features, tf.constant(make_upstream(workload, pool)))
         rows += _tf_baseline_rows(tensors, workload, pool, passes, warmup, repeats)
@@ -356,52 +426,82 @@ def _tensorflow_rows(workload, pool_sizes, sampling_ratios, include_backward, wa
             rows += _tf_layer_rows(
                 tensors, workload, pool, sampling_ratio, passes, warmup, repeats, sanity, fingerprints
             )
+        rows += _tf_flat_rows(tensors, table, workload, pool, sampling_ratios, passes, warmup, repeats, flat_fingerprints)
         del tensors
-    return rows, sanity, fingerprints
+    sanity.update(_flat_sanity(fingerprints, flat_fingerprints))
+    return rows, sanity, {**fingerprints, **flat_fingerprints}
 
 
 # --------------------------------------------------------------------------
 # JAX (run in a child process with the JAX backend)
 
 
-def _jax_step(layer, backward):
+def _jax_step(pool_fn, backward):
+    """`jax.jit` of `pool_fn(boxes, x, const)`, or of its gradient with respect to `x`."""
     import jax
     import jax.numpy as jnp
 
     if not backward:
-        return jax.jit(lambda boxes, features, upstream: layer(boxes, features))
+        return jax.jit(lambda boxes, x, const, upstream: pool_fn(boxes, x, const))
 
     # Inputs are arguments, not closure constants, so XLA does not embed them.
-    def loss(features, boxes, upstream):
-        return jnp.sum(layer(boxes, features) * upstream)
+    def loss(x, boxes, const, upstream):
+        return jnp.sum(pool_fn(boxes, x, const) * upstream)
 
     grad = jax.jit(jax.grad(loss))
-    return lambda boxes, features, upstream: grad(features, boxes, upstream)
+    return lambda boxes, x, const, upstream: grad(x, boxes, const, upstream)
+
+
+def _jax_bench_rows(pool_fn, impl, tensors, workload, sampling_ratio, pool, passes, warmup, repeats, fingerprints):
+    import jax
+
+    rows = []
+    for pass_name in passes:
+        step = _jax_step(pool_fn, pass_name == BACKWARD)
+        bench = Benchmark(lambda step=step: step(*tensors), sync=jax.block_until_ready)
+        row = _row(impl, "jax", True, sampling_ratio, pool, pass_name, workload)
+        if pass_name == FORWARD and impl == LAYER_IMPL:
+            _jax_fingerprint(bench, row, fingerprints)
+        elif pass_name == FORWARD and impl == FLAT_IMPL:
+            _flat_fingerprint(bench, row, fingerprints)
+        rows.append(_run_row(row, bench, warmup, repeats))
+    return rows
 
 
 def _jax_rows(workload, pool_sizes, sampling_ratios, include_backward, warmup, repeats):
-    import jax
     import jax.numpy as jnp
 
     import keras_maskrcnn_layers as kml
 
     boxes = jnp.asarray(make_boxes(workload))
     features = [jnp.asarray(f) for f in make_features(workload)]
+    table = jnp.asarray(flatten_numpy(make_features(workload)))
+    passes = _passes(include_backward)
     rows, fingerprints = [], {}
     for pool in pool_sizes:
-        tensors = (boxes, features, jnp.asarray(make_upstream(workload, pool)))
+        upstream = jnp.asarray(make_upstream(workload, pool))
         for sampling_ratio in sampling_ratios:
             layer = kml.PyramidROIAlign(
                 pool_size=pool, sampling_ratio=sampling_ratio, aligned=True, min_level=2, max_level=5
             )
-            for pass_name in _passes(include_backward):
-                step = _jax_step(layer, pass_name == BACKWARD)
-                bench = Benchmark(lambda step=step: step(*tensors), sync=jax.block_until_ready)
-                row = _row(LAYER_IMPL, "jax", True, sampling_ratio, pool, pass_name, workload)
-                if pass_name == FORWARD:
-                    _jax_fingerprint(bench, row, fingerprints)
-                rows.append(_run_row(row, bench, warmup, repeats))
-        del tensors
+            args = (workload, sampling_ratio, pool, passes, warmup, repeats, fingerprints)
+            rows += _jax_bench_rows(
+                lambda b, maps, _, layer=layer: layer(b, maps), LAYER_IMPL, (boxes, features, None, upstream), *args
+            )
+            rows += _jax_bench_rows(
+                lambda b, flat, maps, layer=layer: layer(b, maps, flat_features=flat),
+                FLAT_IMPL,
+                (boxes, table, features, upstream),
+                *args,
+            )
+        table_upstream = jnp.asarray(make_upstream(workload, None))
+        rows += _jax_bench_rows(
+            lambda b, maps, _: kml.ops.flatten_pyramid(maps),
+            FLATTEN_IMPL,
+            (boxes, features, None, table_upstream),
+            workload, None, pool, passes, warmup, repeats, fingerprints,
+        )
+        del upstream, table_upstream
     return rows, fingerprints
 
 
@@ -481,6 +581,7 @@ def _merge_jax(result, child, tf_fingerprints):
     result["rows"] += child["rows"]
     result["versions_jax_process"] = child["versions"]
     result["sanity"].update(_jax_sanity(tf_fingerprints, child["fingerprints"]))
+    result["sanity"].update(_flat_sanity(tf_fingerprints, child["fingerprints"]))
 
 
 def run_benchmark(
@@ -538,11 +639,19 @@ def run_benchmark(
 
 
 def _sort_key(row):
-    order = {(BASELINE_IMPL, "tensorflow"): 0, (LAYER_IMPL, "tensorflow"): 1, (LAYER_IMPL, "jax"): 2}
+    order = {
+        (BASELINE_IMPL, "tensorflow"): 0,
+        (LAYER_IMPL, "tensorflow"): 1,
+        (LAYER_IMPL, "jax"): 2,
+        (FLATTEN_IMPL, "tensorflow"): 3,
+        (FLAT_IMPL, "tensorflow"): 4,
+        (FLATTEN_IMPL, "jax"): 5,
+        (FLAT_IMPL, "jax"): 6,
+    }
     return (
         row["pool"],
         row["pass"] != FORWARD,
-        order.get((row["impl"], row["backend"]), 3),
+        order.get((row["impl"], row["backend"]), 7),
         not row["xla"],
         row["sampling_ratio"] or 0,
     )
@@ -614,6 +723,10 @@ def format_table(result):
         "peak extra MB: max RSS during the timed calls minus RSS before them; approximate (allocator caching).",
         "TF alloc peak MB: TensorFlow CPU allocator's peak bytes in use during the timed calls minus those before.",
         "baseline: one bilinear sample per bin, not aligned, rounded level assignment; not numerically comparable.",
+        f"{FLATTEN_IMPL}: the [B, T, C] table of P2-P5 that the layer otherwise builds on every call (pool and "
+        "sampling_ratio do not apply; repeated per pool).",
+        f"{FLAT_IMPL}: the layer given that table as `flat_features`, built once outside the timed call (as "
+        "kml.build_mask_rcnn shares one table between its box and mask heads); fwd+bwd is the table's gradient.",
     ]
     lines += [f"error: {error}" for error in result["errors"]]
     return "\n".join(lines)

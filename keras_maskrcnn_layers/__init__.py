@@ -6,7 +6,7 @@ __version__ = "0.1.0"
 
 from keras_maskrcnn_layers import layers, ops
 from keras_maskrcnn_layers.config import MaskRCNNConfig
-from keras_maskrcnn_layers.layers import AnchorGenerator, MaskHead, ProposalLayer, PyramidROIAlign
+from keras_maskrcnn_layers.layers import AnchorGenerator, FlattenPyramid, MaskHead, ProposalLayer, PyramidROIAlign
 from keras_maskrcnn_layers.models import build_mask_rcnn
 
 # `data` and `training` use tf.data: imported on first use, so that graph
@@ -25,6 +25,7 @@ def __getattr__(name):
 
 __all__ = [
     "AnchorGenerator",
+    "FlattenPyramid",
     "MaskHead",
     "MaskRCNN",
     "MaskRCNNConfig",

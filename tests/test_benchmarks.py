@@ -140,4 +140,8 @@ def test_roi_align_benchmark_still_runs_after_the_shared_helpers_moved():
     )
     assert not result["errors"]
     assert all(check["ok"] for check in result["sanity"].values())
+    # The layer reading a table flattened once gives what it gives on the maps.
+    assert any(key.startswith("flat table (tensorflow)") for key in result["sanity"])
+    impls = {row["impl"] for row in result["rows"]}
+    assert {roi_align.FLAT_IMPL, roi_align.FLATTEN_IMPL} <= impls
     assert "x baseline time" in roi_align.format_table(result)

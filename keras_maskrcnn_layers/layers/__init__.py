@@ -8,7 +8,7 @@ from keras_maskrcnn_layers.layers.feature_pyramid import FeaturePyramid
 from keras_maskrcnn_layers.layers.mask_head import MaskHead
 from keras_maskrcnn_layers.layers.mask_rcnn_losses import MaskRCNNLosses
 from keras_maskrcnn_layers.layers.proposal_layer import ProposalLayer
-from keras_maskrcnn_layers.layers.pyramid_roi_align import PyramidROIAlign
+from keras_maskrcnn_layers.layers.pyramid_roi_align import FlattenPyramid, PyramidROIAlign
 from keras_maskrcnn_layers.layers.rpn_head import RPNHead
 from keras_maskrcnn_layers.layers.rpn_target_layer import RPNTargetLayer
 
@@ -18,6 +18,7 @@ __all__ = [
     "DetectionLayer",
     "DetectionTargetLayer",
     "FeaturePyramid",
+    "FlattenPyramid",
     "MaskHead",
     "MaskRCNNLosses",
     "ProposalLayer",

@@ -6,7 +6,7 @@ from keras import ops
 from keras_maskrcnn_layers.api_export import kml_export
 from keras_maskrcnn_layers.ops._validation import check_boxes_values, check_pair, check_positive_int
 from keras_maskrcnn_layers.ops.level_mapping import check_level_range
-from keras_maskrcnn_layers.ops.roi_align import multilevel_roi_align
+from keras_maskrcnn_layers.ops.roi_align import flatten_pyramid, multilevel_roi_align
 
 
 @kml_export
@@ -41,6 +41,11 @@ class PyramidROIAlign(keras.layers.Layer):
             Rows that are all zeros are padding and pool to zeros.
         features: list of `max_level - min_level + 1` float tensors
             `[B, H_l, W_l, C]`, level `l` at stride `2**l`.
+        flat_features: optional float tensor `[B, T, C]`, the output of
+            `kml.FlattenPyramid` on `features`. Every call otherwise copies
+            the pyramid into that table; two layers that pool the same
+            pyramid (box and mask heads) can share one. The layer then reads
+            the table, and `features` only for their shapes.
 
     Returns:
         Tensor `[B, N, pool_h, pool_w, C]` in the layer's compute dtype.
@@ -84,7 +89,7 @@ class PyramidROIAlign(keras.layers.Layer):
     def num_levels(self):
         return self.max_level - self.min_level + 1
 
-    def build(self, boxes_shape=None, features_shape=None):
+    def build(self, boxes_shape=None, features_shape=None, flat_features_shape=None):
         # NumPy inputs reach `build` without shapes; `call` checks them then.
         if boxes_shape is not None and features_shape is not None:
             self._check_shapes(boxes_shape, features_shape)
@@ -102,7 +107,7 @@ class PyramidROIAlign(keras.layers.Layer):
         if len(channels) != 1:
             raise ValueError(f"Every feature map must have the same channels. Received shapes: {features_shape}")
 
-    def call(self, boxes, features):
+    def call(self, boxes, features, flat_features=None):
         if not isinstance(features, (list, tuple)):
             raise ValueError("`features` must be a list of [B, H_l, W_l, C] tensors, one per level.")
         boxes = ops.convert_to_tensor(boxes)
@@ -110,6 +115,8 @@ class PyramidROIAlign(keras.layers.Layer):
         self._check_shapes(boxes.shape, [f.shape for f in features])
         check_boxes_values("boxes", boxes)
         features = [ops.cast(f, self.compute_dtype) for f in features]
+        if flat_features is not None:
+            flat_features = ops.cast(flat_features, self.compute_dtype)
         return multilevel_roi_align(
             features,
             ops.cast(boxes, "float32"),
@@ -120,12 +127,13 @@ class PyramidROIAlign(keras.layers.Layer):
             max_level=self.max_level,
             canonical_size=self.canonical_size,
             canonical_level=self.canonical_level,
+            flat_features=flat_features,
         )
 
-    def compute_output_shape(self, boxes_shape, features_shape):
+    def compute_output_shape(self, boxes_shape, features_shape, flat_features_shape=None):
         return (boxes_shape[0], boxes_shape[1], *self.pool_size, features_shape[0][-1])
 
-    def compute_output_spec(self, boxes, features):
+    def compute_output_spec(self, boxes, features, flat_features=None):
         shape = self.compute_output_shape(boxes.shape, [f.shape for f in features])
         return keras.KerasTensor(shape, dtype=self.compute_dtype)
 
@@ -143,3 +151,49 @@ class PyramidROIAlign(keras.layers.Layer):
             }
         )
         return config
+
+
+@kml_export
+class FlattenPyramid(keras.layers.Layer):
+    """Flattens FPN maps into the `[B, T, C]` table that `PyramidROIAlign` reads.
+
+    `PyramidROIAlign` builds this table on every call, a copy of the whole
+    pyramid. A model whose box and mask heads pool the same pyramid builds
+    it once with this layer and passes it to both as `flat_features` (as
+    `kml.build_mask_rcnn` does). Every map is flattened row-major and the
+    maps are concatenated in order (`kml.ops.flatten_pyramid`).
+
+    Call arguments:
+        features: list of float tensors `[B, H_l, W_l, C]`.
+
+    Returns:
+        Tensor `[B, sum_l H_l * W_l, C]` in the layer's compute dtype.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import keras_maskrcnn_layers as kml
+    >>> features = [np.random.rand(2, 256 // 2**l, 256 // 2**l, 16).astype("float32") for l in (2, 3, 4, 5)]
+    >>> boxes = np.array([[[10, 10, 60, 90], [0, 0, 200, 250]]] * 2, "float32")
+    >>> table = kml.FlattenPyramid()(features)
+    >>> tuple(table.shape)
+    (2, 5440, 16)
+    >>> box_pool = kml.PyramidROIAlign(pool_size=7)(boxes, features, flat_features=table)
+    >>> mask_pool = kml.PyramidROIAlign(pool_size=14)(boxes, features, flat_features=table)
+    >>> tuple(box_pool.shape), tuple(mask_pool.shape)
+    ((2, 2, 7, 7, 16), (2, 2, 14, 14, 16))
+    """
+
+    def call(self, features):
+        if not isinstance(features, (list, tuple)):
+            raise ValueError("`features` must be a list of [B, H_l, W_l, C] tensors.")
+        return flatten_pyramid([ops.cast(f, self.compute_dtype) for f in features])
+
+    def compute_output_shape(self, features_shape):
+        sizes = [None if None in tuple(s)[1:3] else s[1] * s[2] for s in features_shape]
+        total = None if None in sizes else sum(sizes)
+        return (features_shape[0][0], total, features_shape[0][-1])
+
+    def compute_output_spec(self, features):
+        shape = self.compute_output_shape([f.shape for f in features])
+        return keras.KerasTensor(shape, dtype=self.compute_dtype)

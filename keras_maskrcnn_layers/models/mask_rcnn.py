@@ -10,6 +10,7 @@ from keras_maskrcnn_layers.layers import (
     DetectionLayer,
     DetectionTargetLayer,
     FeaturePyramid,
+    FlattenPyramid,
     MaskHead,
     MaskRCNNLosses,
     ProposalLayer,
@@ -168,6 +169,8 @@ def build_mask_rcnn(config, mode="inference", backbone=None, components=None):
     box_roi_align = _roi_align(config, config.POOL_SIZE, "box_roi_align")
     mask_roi_align = _roi_align(config, config.MASK_POOL_SIZE, "mask_roi_align")
     levels = pyramid[:4]  # ROI heads pool from P2..P5 (FPN paper, Sec. 4.2)
+    # Both heads read one flattened copy of P2..P5 instead of one copy each.
+    table = FlattenPyramid(name="roi_feature_table")(levels)
 
     if mode == "training":
         mask_side = config.MINI_MASK_SHAPE if config.USE_MINI_MASK else (height, width)
@@ -192,12 +195,12 @@ def build_mask_rcnn(config, mode="inference", backbone=None, components=None):
         )(proposals, gt_class_ids, gt_boxes, gt_masks)
 
         # === Heads ===
-        class_logits, _, box_deltas = c.box_head(box_roi_align(rois, levels))
+        class_logits, _, box_deltas = c.box_head(box_roi_align(rois, levels, flat_features=table))
         # Positives come first and number at most round(T * ratio): only
         # they have mask targets, so the mask branch sees just those rows.
         num_mask_rois = max(1, int(round(config.TRAIN_ROIS_PER_IMAGE * config.ROI_POSITIVE_RATIO)))
         mask_rois = scale_boxes(rois[:, :num_mask_rois], config.MASK_BOX_SCALE)
-        masks = c.mask_head(mask_roi_align(mask_rois, levels))
+        masks = c.mask_head(mask_roi_align(mask_rois, levels, flat_features=table))
         losses = MaskRCNNLosses(config.LOSS_WEIGHTS, name="losses")(
             {
                 "rpn_match": rpn_match,
@@ -217,7 +220,7 @@ def build_mask_rcnn(config, mode="inference", backbone=None, components=None):
         return keras.Model(inputs, losses, name="mask_rcnn_training")
 
     # === Inference heads ===
-    _, class_probs, box_deltas = c.box_head(box_roi_align(proposals, levels))
+    _, class_probs, box_deltas = c.box_head(box_roi_align(proposals, levels, flat_features=table))
     window = ImageWindow(name="window")(image_meta)
     boxes, class_ids, scores, count = DetectionLayer(
         max_detections=config.DETECTION_MAX_INSTANCES,
@@ -227,7 +230,8 @@ def build_mask_rcnn(config, mode="inference", backbone=None, components=None):
         name="detections",
     )(proposals, class_probs, box_deltas, window)
     # Masks span the boxes scaled by MASK_BOX_SCALE; pasting uses the same scale.
-    masks = c.mask_head(mask_roi_align(scale_boxes(boxes, config.MASK_BOX_SCALE), levels), class_ids)
+    mask_boxes = scale_boxes(boxes, config.MASK_BOX_SCALE)
+    masks = c.mask_head(mask_roi_align(mask_boxes, levels, flat_features=table), class_ids)
     outputs = {
         "detection_boxes": boxes,
         "detection_class_ids": class_ids,

@@ -57,6 +57,53 @@ def test_layer_checks():
     )
 
 
+def test_layer_checks_with_a_flat_table():
+    rng = np.random.default_rng(5)
+    features = pyramid(rng, channels=3)
+    boxes = boxes_on_all_levels(rng, count=10)
+    table = to_numpy(kml.FlattenPyramid()(features))
+    out = run_layer_test(
+        kml.PyramidROIAlign(pool_size=(5, 4)),
+        [boxes, features, table],
+        expected_output_shapes=[(2, 10, 5, 4, 3)],
+        atol=1e-4,
+    )
+    expected = reference.multilevel_roi_align(features, boxes, (5, 4), 2, True)
+    np.testing.assert_allclose(out[0], expected, atol=1e-4, rtol=1e-4)
+
+
+def test_flatten_pyramid_layer_checks():
+    rng = np.random.default_rng(6)
+    features = pyramid(rng, channels=3)
+    out = run_layer_test(kml.FlattenPyramid(), [features], expected_output_shapes=[(2, 32**2 + 16**2 + 8**2 + 4**2, 3)])
+    expected = np.concatenate([f.reshape(2, -1, 3) for f in features], axis=1)
+    np.testing.assert_array_equal(out[0], expected)
+    with pytest.raises(ValueError, match="list"):
+        kml.FlattenPyramid()(features[0])
+
+
+def test_one_table_serves_two_layers_in_a_training_step():
+    rng = np.random.default_rng(7)
+    image = keras.Input((IMAGE, IMAGE, 3))
+    rois = keras.Input((6, 4))
+    x, levels = image, []
+    for lvl in range(1, 6):
+        x = keras.layers.Conv2D(4, 3, strides=2, padding="same")(x)
+        if lvl >= 2:
+            levels.append(x)
+    table = kml.FlattenPyramid()(levels)
+    small = kml.PyramidROIAlign(pool_size=3)(rois, levels, flat_features=table)
+    large = kml.PyramidROIAlign(pool_size=6)(rois, levels, flat_features=table)
+    model = keras.Model([image, rois], [small, large])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse", jit_compile=True)
+    before = [w.copy() for w in model.get_weights()]
+    images = rng.uniform(size=(2, IMAGE, IMAGE, 3)).astype("float32")
+    targets = [np.ones((2, 6, 3, 3, 4), "float32"), np.ones((2, 6, 6, 6, 4), "float32")]
+    model.train_on_batch([images, boxes_on_all_levels(rng, count=6)], targets)
+    # The gradient reaches every level's conv through the shared table.
+    assert all(not np.allclose(b, a) for b, a in zip(before, model.get_weights()))
+
+
 def test_gradient_reaches_a_backbone_in_a_training_step():
     rng = np.random.default_rng(3)
     image = keras.Input((IMAGE, IMAGE, 3))
@@ -111,3 +158,6 @@ def test_bad_inputs():
         kml.PyramidROIAlign()(nan, features)
     with pytest.raises(ValueError, match="boxes"):
         kml.PyramidROIAlign()(boxes[..., :3], features)
+    table = to_numpy(kml.FlattenPyramid()(features))
+    with pytest.raises(ValueError, match="one row per map cell"):
+        kml.PyramidROIAlign()(boxes, features, flat_features=table[:, 1:])

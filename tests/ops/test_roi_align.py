@@ -240,3 +240,76 @@ def test_bad_shapes():
         kml_ops.assign_fpn_levels(np.zeros((1, 4)), min_level=-1)
     with pytest.raises(ValueError, match="max_level"):
         kml_ops.assign_fpn_levels(np.zeros((1, 4)), min_level=5, max_level=2)
+
+
+# === A pyramid flattened once ===
+
+
+def test_flatten_pyramid_by_hand():
+    maps = [np.arange(8, dtype="float32").reshape(2, 2, 2, 1), 10 + np.arange(2, dtype="float32").reshape(2, 1, 1, 1)]
+    table = to_numpy(kml_ops.flatten_pyramid(maps))
+    # Image 0: its 2 x 2 map row-major, then its 1 x 1 map; likewise image 1.
+    np.testing.assert_array_equal(table[..., 0], [[0, 1, 2, 3, 10], [4, 5, 6, 7, 11]])
+
+
+def test_flat_features_give_the_same_pooling():
+    rng = np.random.default_rng(12)
+    features = [rng.normal(size=(2, 96 // 2**lvl, 64 // 2**lvl, 3)).astype("float32") for lvl in (2, 3, 4, 5)]
+    boxes = random_boxes(rng, 2, 30, extent=96.0)
+    table = kml_ops.flatten_pyramid(features)
+    for pool, sampling_ratio, aligned in (((5, 5), 2, True), ((4, 6), 1, False)):
+        expected = reference.multilevel_roi_align(features, boxes, pool, sampling_ratio, aligned)
+        out = kml_ops.multilevel_roi_align(
+            features, boxes, pool, sampling_ratio=sampling_ratio, aligned=aligned, flat_features=table
+        )
+        np.testing.assert_allclose(to_numpy(out), expected, atol=1e-4, rtol=1e-4)
+
+    def fn(f2, f3, f4, f5, flat, b):
+        return kml_ops.multilevel_roi_align([f2, f3, f4, f5], b, 5, flat_features=flat)
+
+    eager = to_numpy(fn(*features, table, boxes))
+    np.testing.assert_allclose(to_numpy(jit(fn)(*features, table, boxes)), eager, atol=1e-5)
+
+
+def test_flat_features_gradient_is_the_maps_gradient_flattened():
+    rng = np.random.default_rng(13)
+    features = [rng.normal(size=(2, 64 // 2**lvl, 64 // 2**lvl, 2)).astype("float32") for lvl in (2, 3, 4, 5)]
+    boxes = random_boxes(rng, 2, 12, extent=64.0)
+    boxes[:, 0] = (-200, -200, 300, 300)  # level 5
+    boxes[:, 1] = (0, 0, 150, 150)  # level 3
+    upstream = rng.normal(size=(2, 12, 3, 3, 2)).astype("float32")
+    table = to_numpy(kml_ops.flatten_pyramid(features))
+
+    def from_table(t):
+        return keras.ops.sum(kml_ops.multilevel_roi_align(features, boxes, 3, flat_features=t) * upstream)
+
+    table_grad = grad(from_table, table)
+    start = 0
+    for level, f in enumerate(features):
+
+        def from_map(x, level=level):
+            maps = [x if i == level else m for i, m in enumerate(features)]
+            return keras.ops.sum(kml_ops.multilevel_roi_align(maps, boxes, 3) * upstream)
+
+        rows = f.shape[1] * f.shape[2]
+        part = table_grad[:, start : start + rows].reshape(f.shape)
+        np.testing.assert_allclose(part, grad(from_map, f), atol=1e-5)
+        start += rows
+    assert np.any(table_grad[:, :256] != 0) and np.any(table_grad[:, -4:] != 0), "P2 and P5 both get gradients"
+
+
+def test_flat_features_must_match_the_maps():
+    rng = np.random.default_rng(14)
+    features = [rng.normal(size=(1, 32 // 2**lvl, 32 // 2**lvl, 3)).astype("float32") for lvl in (2, 3, 4, 5)]
+    boxes = random_boxes(rng, 1, 4, extent=32.0)
+    table = to_numpy(kml_ops.flatten_pyramid(features))
+    with pytest.raises(ValueError, match="one row per map cell: 85 rows"):
+        kml_ops.multilevel_roi_align(features, boxes, 2, flat_features=table[:, :-1])
+    with pytest.raises(ValueError, match=r"\[B, T, 3\]"):
+        kml_ops.multilevel_roi_align(features, boxes, 2, flat_features=table[..., :2])
+    with pytest.raises(ValueError, match=r"\[B, T, 3\]"):
+        kml_ops.multilevel_roi_align(features, boxes, 2, flat_features=table[0])
+    with pytest.raises(ValueError, match="list"):
+        kml_ops.flatten_pyramid(features[0])
+    with pytest.raises(ValueError, match="at least one map"):
+        kml_ops.flatten_pyramid([])

@@ -2,7 +2,7 @@
 
 Held to two independent references: central finite differences, exact up to
 rounding because ROI Align is linear in the features, and the automatic
-gradient of the gathers (`roi_align._DENSE_GRADIENT = False`). Every test
+gradient of the gathers (`_roi_align_grad.DENSE_GRADIENT = False`). Every test
 that checks the dense gradient also checks that it ran.
 """
 
@@ -15,8 +15,9 @@ import pytest
 from keras_maskrcnn_layers import ops as kml_ops
 from tests.backend_utils import backend, grad, jit, to_numpy
 
-# The module, not the `roi_align` function that `ops` re-exports under its name.
+# The modules, not the `roi_align` function that `ops` re-exports under its name.
 roi_align_module = importlib.import_module("keras_maskrcnn_layers.ops.roi_align")
+grad_module = importlib.import_module("keras_maskrcnn_layers.ops._roi_align_grad")
 
 RTOL = 1e-4
 # 32 x 64 px image: P2 8x16, P3 4x8, P4 2x4, P5 1x2 (non-square, down to one row).
@@ -31,15 +32,15 @@ def dense_calls(monkeypatch):
     Each chunk of boxes builds `Wy` and `Wx` once per map: the fixture's list
     gets `(start, stop, map rows or columns)` for each.
     """
-    monkeypatch.setattr(roi_align_module, "_DENSE_GRADIENT_MAX_COST_RATIO", float("inf"))
+    monkeypatch.setattr(grad_module, "DENSE_GRADIENT_MAX_COST_RATIO", float("inf"))
     calls = []
-    axis_weights = roi_align_module._axis_weights
+    axis_weights = grad_module._axis_weights
 
     def counting(corners, start, stop, size, sampling_ratio):
         calls.append((start, stop, size))
         return axis_weights(corners, start, stop, size, sampling_ratio)
 
-    monkeypatch.setattr(roi_align_module, "_axis_weights", counting)
+    monkeypatch.setattr(grad_module, "_axis_weights", counting)
     return calls
 
 
@@ -64,7 +65,7 @@ def automatic_gradient(monkeypatch, loss, x, calls):
         return gather_pool(*args)
 
     with monkeypatch.context() as patch:
-        patch.setattr(roi_align_module, "_DENSE_GRADIENT", False)
+        patch.setattr(grad_module, "DENSE_GRADIENT", False)
         patch.setattr(roi_align_module, "_gather_pool", counting)
         reference = grad(op_by_op_or_jax_jit(loss), x)
     assert forwards, "the reference gradient was not traced afresh"
@@ -151,7 +152,7 @@ def test_single_level(monkeypatch, dense_calls, aligned, sampling_ratio, pool):
 def test_single_level_chunked_and_compiled(monkeypatch, dense_calls):
     features, _, loss, _ = single_level_case(5, (3, 2), 2, True)
     reference = automatic_gradient(monkeypatch, loss, features, dense_calls)
-    monkeypatch.setattr(roi_align_module, "_BACKWARD_CHUNK_BYTES", 1)
+    monkeypatch.setattr(grad_module, "BACKWARD_CHUNK_BYTES", 1)
     under_xla = grad(compiled(loss), features)
     # One box per chunk.
     assert {(start, stop) for start, stop, _ in dense_calls} == {(n, n + 1) for n in range(9)}
@@ -261,7 +262,7 @@ def test_multilevel_chunked_and_compiled(monkeypatch, dense_calls, chunk_bytes, 
 
     x = flatten(features)
     reference = automatic_gradient(monkeypatch, loss, x, dense_calls)
-    monkeypatch.setattr(roi_align_module, "_BACKWARD_CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(grad_module, "BACKWARD_CHUNK_BYTES", chunk_bytes)
     eager = grad(loss, x)
     # P2's 16 columns are the only map side of 16.
     assert sorted({(start, stop) for start, stop, size in dense_calls if size == 16}) == p2_chunks
@@ -310,15 +311,15 @@ def test_no_gradient_flows_to_boxes(dense_calls):
 @pytest.fixture
 def scatter_calls(monkeypatch):
     """Forces the scatter backward (whatever the maps' size) and records its calls."""
-    monkeypatch.setattr(roi_align_module, "_DENSE_GRADIENT_MAX_COST_RATIO", 0.0)
+    monkeypatch.setattr(grad_module, "DENSE_GRADIENT_MAX_COST_RATIO", 0.0)
     calls = []
-    scatter_gradient = roi_align_module._scatter_gradient
+    scatter_gradient = grad_module.scatter_gradient
 
     def counting(*args):
         calls.append(1)
         return scatter_gradient(*args)
 
-    monkeypatch.setattr(roi_align_module, "_scatter_gradient", counting)
+    monkeypatch.setattr(grad_module, "scatter_gradient", counting)
     return calls
 
 
@@ -354,7 +355,7 @@ def test_scatter_chunked_and_compiled(monkeypatch, scatter_calls):
     x = flatten(features)
     reference = automatic_gradient(monkeypatch, loss, x, [])
     # A box's updates: batch 2 * 4 x 2 bins * 16 taps * 2 channels * 4 bytes = 2048 bytes.
-    monkeypatch.setattr(roi_align_module, "_SCATTER_CHUNK_BYTES", 5 * 2048)
+    monkeypatch.setattr(grad_module, "SCATTER_CHUNK_BYTES", 5 * 2048)
     assert_gradients_close(grad(loss, x), reference)
     scatter_calls.clear()
     assert_gradients_close(grad(compiled(loss), x), reference)
@@ -365,7 +366,7 @@ def test_scatter_chunked_and_compiled(monkeypatch, scatter_calls):
 
 
 def test_dense_gradient_only_where_it_pays():
-    pays = roi_align_module._dense_gradient_pays
+    pays = grad_module.dense_gradient_pays
     small = [(128 // 2**lvl, 128 // 2**lvl) for lvl in LEVELS]
     large = [(1024 // 2**lvl, 1024 // 2**lvl) for lvl in LEVELS]
     assert pays(small, (14, 14), 2) and pays(small, (7, 7), 2)
