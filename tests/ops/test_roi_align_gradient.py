@@ -345,7 +345,12 @@ def test_multilevel_scatter(monkeypatch, scatter_calls, aligned, sampling_ratio,
     assert all(np.any(part != 0) for part in np.split(scattered, np.cumsum([f.size for f in features])[:-1]))
 
 
-def test_scatter_chunked_and_compiled(monkeypatch, scatter_calls):
+# A box's updates: batch 2 * 4 x 2 bins * 16 taps * 2 channels * 4 bytes = 2048 bytes.
+@pytest.mark.parametrize(
+    "chunk_bytes, max_chunks, sizes",
+    [(5 * 2048, 32, [5, 5, 4]), (1, 32, [1] * 14), (1, 4, [4, 4, 4, 2]), (2**30, 32, [14])],
+)
+def test_scatter_chunked_and_compiled(monkeypatch, scatter_calls, chunk_bytes, max_chunks, sizes):
     features, boxes, rng = pyramid_case(22)
     upstream = rng.normal(size=(*boxes.shape[:2], 4, 2, 2)).astype("float32")
 
@@ -354,12 +359,46 @@ def test_scatter_chunked_and_compiled(monkeypatch, scatter_calls):
 
     x = flatten(features)
     reference = automatic_gradient(monkeypatch, loss, x, [])
-    # A box's updates: batch 2 * 4 x 2 bins * 16 taps * 2 channels * 4 bytes = 2048 bytes.
-    monkeypatch.setattr(grad_module, "SCATTER_CHUNK_BYTES", 5 * 2048)
+    monkeypatch.setattr(grad_module, "SCATTER_CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(grad_module, "MAX_SCATTER_CHUNKS", max_chunks)
+    chunks = []
+    scatter_update = keras.ops.scatter_update
+
+    def counting(inputs, indices, updates, reduction=None):
+        chunks.append(updates.shape[0])
+        return scatter_update(inputs, indices, updates, reduction=reduction)
+
+    monkeypatch.setattr(grad_module.ops, "scatter_update", counting)
     assert_gradients_close(grad(loss, x), reference)
+    # Each chunk scatters 2 images * 8 bins * 16 taps = 256 updates per box.
+    assert [n // 256 for n in chunks] == sizes
     scatter_calls.clear()
     assert_gradients_close(grad(compiled(loss), x), reference)
     assert scatter_calls, "the compiled gradient did not run the scatter backward"
+
+
+def test_scatter_gradient_of_nan_stays_where_it_is(monkeypatch, scatter_calls):
+    """The chunks' ordering term adds 0 and must not spread a NaN from one chunk to the next."""
+    features, boxes, _ = pyramid_case(23, batch=1)
+    boxes[0, 0] = (0.0, 0.0, 20.0, 20.0)  # level 2, its taps include the table's row 0
+    monkeypatch.setattr(grad_module, "SCATTER_CHUNK_BYTES", 1)  # one box per chunk
+
+    def table_gradient(upstream):
+        def loss(x):
+            return keras.ops.sum(kml_ops.multilevel_roi_align(unflatten(x, features), boxes, 3) * upstream)
+
+        return grad(loss, flatten(features))
+
+    upstream = np.ones((*boxes.shape[:2], 3, 3, 2), "float32")
+    upstream[0, 0] = 0.0
+    upstream[0, 0, 0, 0] = np.nan  # box 0's first bin
+    with np.errstate(invalid="ignore"):
+        table = table_gradient(upstream)
+    only_first_bin = np.zeros_like(upstream)
+    only_first_bin[0, 0, 0, 0] = 1.0
+    touched = table_gradient(only_first_bin) != 0
+    assert scatter_calls and touched[0]
+    np.testing.assert_array_equal(np.isnan(table), touched)
 
 
 # === When the dense backward is used ===
