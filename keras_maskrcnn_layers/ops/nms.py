@@ -4,7 +4,11 @@ from keras import ops
 
 from keras_maskrcnn_layers.ops._validation import check_positive_int, check_probability
 from keras_maskrcnn_layers.ops.boxes import pairwise_iou
-from keras_maskrcnn_layers.ops.sampling import first_true_indices
+
+# Candidates per loop step. A step costs two IoU matrices, `[tile, kept slots]`
+# and `[tile, tile]`: 128 was the fastest of 64 to 1024 on XLA:CPU for both
+# the proposal (6000 -> 1000) and the detection (1000 -> 100) workloads.
+TILE_SIZE = 128
 
 
 def batched_nms(
@@ -25,9 +29,14 @@ def batched_nms(
     same class suppress each other (the coordinate-offset trick of
     torchvision's `batched_nms`).
 
-    The loop runs one step per candidate and stops as soon as every image
-    has `max_output_size` boxes, so it compiles under XLA with no
-    data-dependent shape.
+    The sorted boxes go through in tiles of `TILE_SIZE`, one loop step per
+    tile (the tiled NMS of TF Model Garden's `non_max_suppression_padded`):
+    a step drops the tile's candidates that overlap a box kept by earlier
+    tiles (one IoU matrix against the at most `max_output_size` kept boxes),
+    then settles suppression within the tile by iterating to the greedy
+    fixed point (one `[tile, tile]` IoU matrix). The loop stops as soon as
+    every image has `max_output_size` boxes or no candidates left; every
+    shape is static, so it compiles under XLA.
 
     Args:
         boxes: float tensor `[B, N, 4]` (or `[N, 4]`), yxyx.
@@ -84,39 +93,102 @@ def batched_nms(
         span = ops.max(boxes, axis=(1, 2)) - ops.min(boxes, axis=(1, 2)) + 1.0
         boxes = boxes + ops.expand_dims(classes * span[:, None], -1)
 
+    batch = ops.shape(boxes)[0]
+    if num_boxes == 0:
+        count = ops.zeros((batch,), "int32")
+        indices = ops.zeros((batch, max_output_size), "int32")
+        return (indices[0], count[0]) if unbatched else (indices, count)
+
+    # NaN is never kept; as -inf it cannot upset the sort either (TensorFlow's
+    # eager top_k leaves a row holding NaN unsorted when k is large).
+    scores = ops.where(ops.isnan(scores), float("-inf"), scores)
     sorted_scores, order = ops.top_k(scores, k=num_boxes, sorted=True)
+    order = ops.cast(order, "int32")
     sorted_boxes = ops.take_along_axis(boxes, ops.expand_dims(order, -1), axis=1)
     candidate = sorted_scores > score_threshold
-    positions = ops.arange(num_boxes, dtype="int32")
-    batch = ops.shape(boxes)[0]
 
-    def cond(i, keep, suppressed, count):
-        return ops.logical_and(i < num_boxes, ops.any(count < max_output_size))
+    tile = min(TILE_SIZE, num_boxes)
+    num_tiles = -(-num_boxes // tile)
+    padding = num_tiles * tile - num_boxes
+    if padding:
+        # Padding is never a candidate, so it is never kept.
+        sorted_boxes = ops.pad(sorted_boxes, [[0, 0], [0, padding], [0, 0]])
+        candidate = ops.pad(candidate, [[0, 0], [0, padding]])
+        order = ops.pad(order, [[0, 0], [0, padding]])
+    # An image is done past its last candidate.
+    positions = ops.arange(num_tiles * tile, dtype="int32")
+    end = ops.max(ops.where(candidate, positions + 1, 0), axis=1)
+    tile_positions = ops.arange(tile, dtype="int32")
+    earlier = tile_positions[:, None] < tile_positions[None, :]
+    image_of_row = ops.repeat(ops.arange(batch, dtype="int32"), tile)
 
-    def body(i, keep, suppressed, count):
-        box = ops.take(sorted_boxes, i, axis=1)
-        keep_i = ops.logical_and(
-            ops.logical_and(ops.take(candidate, i, axis=1), ops.logical_not(ops.take(suppressed, i, axis=1))),
-            count < max_output_size,
+    def cond(t, kept_boxes, kept_indices, count):
+        unfinished = ops.logical_and(count < max_output_size, t * tile < end)
+        return ops.logical_and(t < num_tiles, ops.any(unfinished))
+
+    def body(t, kept_boxes, kept_indices, count):
+        start = t * tile
+        tile_boxes = ops.slice(sorted_boxes, [0, start, 0], [batch, tile, 4])
+        tile_candidate = ops.slice(candidate, [0, start], [batch, tile])
+
+        # Suppression by the boxes kept in earlier tiles. XLA:CPU runs the
+        # `any` over kept boxes faster as a product with ones; sums of 0/1
+        # are exact, so `> 0` is the same test.
+        filled = ops.arange(max_output_size, dtype="int32")[None, :] < count[:, None]
+        overlaps = ops.logical_and(
+            pairwise_iou(tile_boxes, kept_boxes[:, :max_output_size]) > iou_threshold, filled[:, None, :]
         )
-        overlaps = ops.logical_and(pairwise_iou(box[:, None], sorted_boxes)[:, 0] > iou_threshold, positions > i)
-        suppressed = ops.logical_or(suppressed, ops.logical_and(overlaps, keep_i[:, None]))
-        keep = ops.logical_or(keep, ops.logical_and(positions == i, keep_i[:, None]))
-        return i + 1, keep, suppressed, count + ops.cast(keep_i, "int32")
+        hit = ops.einsum("btk,k->bt", ops.cast(overlaps, "float32"), ops.ones((max_output_size,))) > 0.0
+        tile_candidate = ops.logical_and(tile_candidate, ops.logical_not(hit))
+
+        within = ops.logical_and(pairwise_iou(tile_boxes, tile_boxes) > iou_threshold, earlier)
+        keep = _greedy_within_tile(tile_candidate, within)
+
+        # Append the kept boxes and their indices at slots count, count + 1, ...;
+        # the rest (and kept boxes past max_output_size) go to the spare last slot.
+        slot = count[:, None] + ops.cumsum(ops.cast(keep, "int32"), axis=1) - 1
+        slot = ops.where(ops.logical_and(keep, slot < max_output_size), slot, max_output_size)
+        at = ops.stack([image_of_row, ops.reshape(slot, [-1])], axis=1)
+        kept_boxes = ops.scatter_update(kept_boxes, at, ops.reshape(tile_boxes, [-1, 4]))
+        tile_order = ops.slice(order, [0, start], [batch, tile])
+        kept_indices = ops.scatter_update(kept_indices, at, ops.reshape(tile_order, [-1]))
+        count = count + ops.sum(ops.cast(keep, "int32"), axis=1)
+        return t + 1, kept_boxes, kept_indices, count
 
     init = (
         ops.convert_to_tensor(0, "int32"),
-        ops.zeros((batch, num_boxes), "bool"),
-        ops.zeros((batch, num_boxes), "bool"),
+        ops.zeros((batch, max_output_size + 1, 4), "float32"),
+        ops.zeros((batch, max_output_size + 1), "int32"),
         ops.zeros((batch,), "int32"),
     )
-    _, keep, _, count = ops.while_loop(cond, body, init)
-
-    # Kept positions in ascending order are kept boxes by descending score.
-    sorted_position, valid = first_true_indices(keep, max_output_size)
-    indices = ops.take_along_axis(order, sorted_position, axis=1)
-    indices = ops.where(valid, indices, 0)
-    indices = ops.cast(indices, "int32")
+    _, _, kept_indices, count = ops.while_loop(cond, body, init)
+    indices = kept_indices[:, :max_output_size]
+    count = ops.minimum(count, max_output_size)
     if unbatched:
         return indices[0], count[0]
     return indices, count
+
+
+def _greedy_within_tile(candidate, overlaps):
+    """Greedy NMS inside one tile: which of the `candidate` boxes `[B, T]` are kept.
+
+    `overlaps[b, j, i]` says that box `j` comes before box `i` and overlaps
+    it. Iterates `keep[i] = candidate[i] & ~any(keep[j] & overlaps[j, i])`
+    until `keep` stops changing. `keep[i]` only depends on the entries before
+    it, so after `r` rounds the first `r` entries are final and the fixed
+    point is exactly the greedy result; clustered proposals settle in two to
+    four rounds, a chain of `T` boxes each overlapping only its neighbours
+    in `T`.
+    """
+    # The `any` as a matrix product, faster on XLA:CPU: sums of 0/1 are exact,
+    # so `> 0` is the same test.
+    overlaps = ops.cast(overlaps, "float32")
+
+    def step(keep, _):
+        hit = ops.einsum("bj,bji->bi", ops.cast(keep, "float32"), overlaps) > 0.0
+        return ops.logical_and(candidate, ops.logical_not(hit)), keep
+
+    keep, _ = ops.while_loop(
+        lambda keep, previous: ops.any(ops.not_equal(keep, previous)), step, step(candidate, candidate)
+    )
+    return keep
