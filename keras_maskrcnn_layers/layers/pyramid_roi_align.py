@@ -6,7 +6,8 @@ from keras import ops
 from keras_maskrcnn_layers.api_export import kml_export
 from keras_maskrcnn_layers.ops._validation import check_boxes_values, check_pair, check_positive_int
 from keras_maskrcnn_layers.ops.level_mapping import check_level_range
-from keras_maskrcnn_layers.ops.roi_align import flatten_pyramid, multilevel_roi_align
+from keras_maskrcnn_layers.ops.pyramid import flatten_pyramid
+from keras_maskrcnn_layers.ops.roi_align import multilevel_roi_align
 
 
 @kml_export

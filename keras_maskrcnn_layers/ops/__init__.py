@@ -11,7 +11,8 @@ from keras_maskrcnn_layers.ops.boxes import (
 from keras_maskrcnn_layers.ops.level_mapping import assign_fpn_levels
 from keras_maskrcnn_layers.ops.nms import batched_nms
 from keras_maskrcnn_layers.ops.paste_masks import paste_masks
-from keras_maskrcnn_layers.ops.roi_align import flatten_pyramid, multilevel_roi_align, roi_align
+from keras_maskrcnn_layers.ops.pyramid import flatten_pyramid
+from keras_maskrcnn_layers.ops.roi_align import multilevel_roi_align, roi_align
 
 __all__ = [
     "assign_fpn_levels",

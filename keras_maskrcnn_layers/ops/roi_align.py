@@ -36,6 +36,7 @@ from keras import ops
 from keras_maskrcnn_layers.ops import _roi_align_grad
 from keras_maskrcnn_layers.ops._validation import check_pair, check_positive_int
 from keras_maskrcnn_layers.ops.level_mapping import assign_fpn_levels, check_level_range
+from keras_maskrcnn_layers.ops.pyramid import check_maps, check_table, flatten_pyramid
 
 
 def _axis_samples(start, bin_size, pool, sampling_ratio):
@@ -221,74 +222,6 @@ def _pool_maps(table, shapes, boxes, scales, level_fn, pool_size, sampling_ratio
     return pooled(boxes, table)
 
 
-def _check_maps(features, expected=None, levels=""):
-    """`features` as a list of rank-4 tensors of one channel count."""
-    if not isinstance(features, (list, tuple)):
-        raise ValueError("`features` must be a list of [B, H_l, W_l, C] tensors, one per level.")
-    if expected is not None and len(features) != expected:
-        raise ValueError(
-            f"`features` must hold one map per level {levels} ({expected} maps). Received: {len(features)} maps"
-        )
-    if not features:
-        raise ValueError("`features` must hold at least one map.")
-    features = [ops.convert_to_tensor(f) for f in features]
-    channels = features[0].shape[-1]
-    for i, f in enumerate(features):
-        if len(f.shape) != 4 or f.shape[-1] != channels:
-            raise ValueError(
-                f"Every feature map must be [B, H, W, {channels}]. Received: features[{i}] of shape {f.shape}"
-            )
-    return features
-
-
-def _check_table(table, features):
-    """`table` as the `[B, T, C]` that `flatten_pyramid(features)` would give."""
-    table = ops.convert_to_tensor(table)
-    channels = features[0].shape[-1]
-    if len(table.shape) != 3 or table.shape[-1] != channels:
-        raise ValueError(
-            f"`flat_features` must be [B, T, {channels}], the maps flattened by `flatten_pyramid`. "
-            f"Received: shape={table.shape}"
-        )
-    sizes = [f.shape[1] * f.shape[2] if None not in f.shape[1:3] else None for f in features]
-    if table.shape[1] is not None and None not in sizes and table.shape[1] != sum(sizes):
-        raise ValueError(
-            f"`flat_features` must have one row per map cell: {sum(sizes)} rows for maps of shapes "
-            f"{[tuple(f.shape[1:3]) for f in features]}. Received: shape={table.shape}"
-        )
-    return table
-
-
-def flatten_pyramid(features):
-    """Flattens FPN maps into the one table that ROI Align reads.
-
-    Every map is flattened row-major and the maps are concatenated in order.
-    `multilevel_roi_align` and `kml.PyramidROIAlign` build this table on
-    every call unless it is given to them as `flat_features`; a model that
-    pools the same pyramid several times (box and mask heads) builds it once.
-
-    Args:
-        features: list of tensors `[B, H_l, W_l, C]`.
-
-    Returns:
-        Tensor `[B, sum_l H_l * W_l, C]` in the dtype of `features[0]`.
-
-    Example:
-
-    >>> import numpy as np
-    >>> from keras_maskrcnn_layers import ops as kml_ops
-    >>> features = [np.zeros((2, 8, 8, 4), "float32"), np.ones((2, 4, 4, 4), "float32")]
-    >>> table = kml_ops.flatten_pyramid(features)
-    >>> tuple(table.shape), float(keras.ops.convert_to_numpy(table)[0, 64:].min())
-    ((2, 80, 4), 1.0)
-    """
-    features = _check_maps(features)
-    dtype = features[0].dtype
-    batch, channels = ops.shape(features[0])[0], features[0].shape[-1]
-    flat = [ops.reshape(ops.cast(f, dtype), (batch, -1, channels)) for f in features]
-    return flat[0] if len(flat) == 1 else ops.concatenate(flat, axis=1)
-
-
 def _check_boxes_rank(boxes):
     if len(boxes.shape) != 3 or boxes.shape[-1] != 4:
         raise ValueError(f"`boxes` must have shape [B, N, 4] (yxyx pixels). Received: shape={boxes.shape}")
@@ -421,14 +354,14 @@ def multilevel_roi_align(
         min_level, max_level, canonical_size, canonical_level
     )
     levels = f"{min_level}..{max_level}"
-    features = _check_maps(features, max_level - min_level + 1, levels)
+    features = check_maps(features, max_level - min_level + 1, levels)
     dtype = features[0].dtype
     boxes = ops.cast(ops.convert_to_tensor(boxes), "float32")
     _check_boxes_rank(boxes)
     if flat_features is None:
         table = flatten_pyramid(features)
     else:
-        table = ops.cast(_check_table(flat_features, features), dtype)
+        table = ops.cast(check_table(flat_features, features), dtype)
     shapes = [tuple(ops.shape(f)[1:3]) for f in features]
 
     def level_fn(b):
