@@ -365,8 +365,10 @@ def _tf_flat_rows(tensors, table, workload, pool, sampling_ratios, passes, warmu
     rows = []
     table_upstream = tf.constant(make_upstream(workload, None))
     for pass_name in passes:
-        bench = _tf_bench(lambda b, f: kml.ops.flatten_pyramid(f), (boxes, features, table_upstream), pass_name == BACKWARD, True)
-        rows.append(_run_row(_row(FLATTEN_IMPL, "tensorflow", True, None, pool, pass_name, workload), bench, warmup, repeats))
+        flatten_tensors = (boxes, features, table_upstream)
+        bench = _tf_bench(lambda b, f: kml.ops.flatten_pyramid(f), flatten_tensors, pass_name == BACKWARD, True)
+        row = _row(FLATTEN_IMPL, "tensorflow", True, None, pool, pass_name, workload)
+        rows.append(_run_row(row, bench, warmup, repeats))
     del table_upstream
     for sampling_ratio in sampling_ratios:
         layer = kml.PyramidROIAlign(pool_size=pool, sampling_ratio=sampling_ratio, aligned=True)
@@ -426,7 +428,9 @@ def _tensorflow_rows(workload, pool_sizes, sampling_ratios, include_backward, wa
             rows += _tf_layer_rows(
                 tensors, workload, pool, sampling_ratio, passes, warmup, repeats, sanity, fingerprints
             )
-        rows += _tf_flat_rows(tensors, table, workload, pool, sampling_ratios, passes, warmup, repeats, flat_fingerprints)
+        rows += _tf_flat_rows(
+            tensors, table, workload, pool, sampling_ratios, passes, warmup, repeats, flat_fingerprints
+        )
         del tensors
     sanity.update(_flat_sanity(fingerprints, flat_fingerprints))
     return rows, sanity, {**fingerprints, **flat_fingerprints}
