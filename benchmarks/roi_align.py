@@ -380,19 +380,33 @@ def _tf_flat_rows(tensors, table, workload, pool, sampling_ratios, passes, warmu
             bench = _tf_bench(pool_fn, (boxes, table, upstream), pass_name == BACKWARD, True)
             row = _row(FLAT_IMPL, "tensorflow", True, sampling_ratio, pool, pass_name, workload)
             if pass_name == FORWARD:
-                _flat_fingerprint(bench, row, fingerprints)
+                _record_fingerprint(bench, row, fingerprints, prefix="flat tensorflow ")
             rows.append(_run_row(row, bench, warmup, repeats))
     return rows
 
 
-def _flat_fingerprint(bench, row, fingerprints):
-    """Fingerprints the flat table's first forward output, for `_flat_sanity`."""
+def _record_fingerprint(bench, row, fingerprints, prefix=""):
+    """Fingerprints `bench`'s first forward output under `prefix + "sr=.. pool=.."`.
+
+    The layer on the maps has no prefix; the flat-table rows have
+    `"flat <backend> "`, for `_flat_sanity`.
+    """
     try:
         output = bench.first_call()
     except Exception as error:  # The timing pass records the failure in the row.
         _log(f"first call failed for {_describe(row)}: {error_text(error)}")
         return
-    fingerprints[f"flat {row['backend']} sr={row['sampling_ratio']} pool={row['pool']}"] = fingerprint(output)
+    fingerprints[f"{prefix}sr={row['sampling_ratio']} pool={row['pool']}"] = fingerprint(output)
+
+
+def _fingerprint_check(value, reference):
+    """A sanity entry: relative difference of two fingerprints."""
+    diff = _relative_diff(value, reference)
+    return {
+        "metric": "relative diff of (sum, sum of squares)",
+        "value": diff,
+        "ok": diff < FINGERPRINT_RELATIVE_TOLERANCE,
+    }
 
 
 def _flat_sanity(fingerprints, flat_fingerprints):
@@ -404,12 +418,9 @@ def _flat_sanity(fingerprints, flat_fingerprints):
         backend, config = key.split(" ", 2)[1:]
         if config not in fingerprints:
             continue
-        diff = _relative_diff(flat_print, fingerprints[config])
-        checks[f"flat table ({backend}) vs maps (tf no xla), {config} fwd"] = {
-            "metric": "relative diff of (sum, sum of squares)",
-            "value": diff,
-            "ok": diff < FINGERPRINT_RELATIVE_TOLERANCE,
-        }
+        checks[f"flat table ({backend}) vs maps (tf no xla), {config} fwd"] = _fingerprint_check(
+            flat_print, fingerprints[config]
+        )
     return checks
 
 
@@ -465,9 +476,9 @@ def _jax_bench_rows(pool_fn, impl, tensors, workload, sampling_ratio, pool, pass
         bench = Benchmark(lambda step=step: step(*tensors), sync=jax.block_until_ready)
         row = _row(impl, "jax", True, sampling_ratio, pool, pass_name, workload)
         if pass_name == FORWARD and impl == LAYER_IMPL:
-            _jax_fingerprint(bench, row, fingerprints)
+            _record_fingerprint(bench, row, fingerprints)
         elif pass_name == FORWARD and impl == FLAT_IMPL:
-            _flat_fingerprint(bench, row, fingerprints)
+            _record_fingerprint(bench, row, fingerprints, prefix="flat jax ")
         rows.append(_run_row(row, bench, warmup, repeats))
     return rows
 
@@ -507,16 +518,6 @@ def _jax_rows(workload, pool_sizes, sampling_ratios, include_backward, warmup, r
         )
         del upstream, table_upstream
     return rows, fingerprints
-
-
-def _jax_fingerprint(bench, row, fingerprints):
-    """Fingerprints the first forward output, for the parent to compare with TensorFlow's."""
-    try:
-        output = bench.first_call()
-    except Exception as error:  # The timing pass records the failure in the row.
-        _log(f"first call failed for {_describe(row)}: {error_text(error)}")
-        return
-    fingerprints[f"sr={row['sampling_ratio']} pool={row['pool']}"] = fingerprint(output)
 
 
 def _child_command(small, pool_sizes, sampling_ratios, include_backward, warmup, repeats):
@@ -569,12 +570,7 @@ def _jax_sanity(tf_fingerprints, jax_fingerprints):
     for key, jax_print in jax_fingerprints.items():
         if key not in tf_fingerprints:
             continue
-        diff = _relative_diff(jax_print, tf_fingerprints[key])
-        checks[f"jax vs tf no xla, {key} fwd"] = {
-            "metric": "relative diff of (sum, sum of squares)",
-            "value": diff,
-            "ok": diff < FINGERPRINT_RELATIVE_TOLERANCE,
-        }
+        checks[f"jax vs tf no xla, {key} fwd"] = _fingerprint_check(jax_print, tf_fingerprints[key])
     return checks
 
 

@@ -225,10 +225,13 @@ def unflatten(x, like):
     return parts
 
 
-@pytest.mark.parametrize("aligned", [True, False])
-@pytest.mark.parametrize("sampling_ratio, pool", [(1, (3, 2)), (2, (2, 4)), (3, (3, 3))])
-def test_multilevel(monkeypatch, dense_calls, aligned, sampling_ratio, pool):
-    features, boxes, rng = pyramid_case(sampling_ratio)
+def check_multilevel_gradient(monkeypatch, seed, aligned, sampling_ratio, pool, calls, backward, reference_calls):
+    """The pyramid gradient of the backward that `calls` records, against both references.
+
+    `reference_calls` is the list that must not grow while the automatic
+    gradient is traced (the dense path's records; the scatter path has none).
+    """
+    features, boxes, rng = pyramid_case(seed)
     upstream = rng.normal(size=(*boxes.shape[:2], *pool, 2)).astype("float32")
     kwargs = dict(output_size=pool, sampling_ratio=sampling_ratio, aligned=aligned)
 
@@ -240,12 +243,20 @@ def test_multilevel(monkeypatch, dense_calls, aligned, sampling_ratio, pool):
         return kml_ops.multilevel_roi_align(arrays, tiled, **kwargs)
 
     x = flatten(features)
-    dense = grad(op_by_op_or_jax_jit(loss), x)
-    assert dense_calls, "the dense backward did not run"
-    assert_gradients_close(dense, flatten(finite_differences(pooled, features, upstream)))
-    assert_gradients_close(dense, automatic_gradient(monkeypatch, loss, x, dense_calls))
+    actual = grad(op_by_op_or_jax_jit(loss), x)
+    assert calls, f"the {backward} backward did not run"
+    assert_gradients_close(actual, flatten(finite_differences(pooled, features, upstream)))
+    assert_gradients_close(actual, automatic_gradient(monkeypatch, loss, x, reference_calls))
     # Every level receives a gradient.
-    assert all(np.any(part != 0) for part in np.split(dense, np.cumsum([f.size for f in features])[:-1]))
+    assert all(np.any(part != 0) for part in np.split(actual, np.cumsum([f.size for f in features])[:-1]))
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+@pytest.mark.parametrize("sampling_ratio, pool", [(1, (3, 2)), (2, (2, 4)), (3, (3, 3))])
+def test_multilevel(monkeypatch, dense_calls, aligned, sampling_ratio, pool):
+    check_multilevel_gradient(
+        monkeypatch, sampling_ratio, aligned, sampling_ratio, pool, dense_calls, "dense", dense_calls
+    )
 
 
 # P2 is 8 x 16 and the pool (4, 2): y first, 8 rows * pool width 2 * 2 channels * batch 2
@@ -326,23 +337,9 @@ def scatter_calls(monkeypatch):
 @pytest.mark.parametrize("aligned", [True, False])
 @pytest.mark.parametrize("sampling_ratio, pool", [(1, (3, 2)), (2, (2, 4)), (3, (3, 3))])
 def test_multilevel_scatter(monkeypatch, scatter_calls, aligned, sampling_ratio, pool):
-    features, boxes, rng = pyramid_case(sampling_ratio + 40)
-    upstream = rng.normal(size=(*boxes.shape[:2], *pool, 2)).astype("float32")
-    kwargs = dict(output_size=pool, sampling_ratio=sampling_ratio, aligned=aligned)
-
-    def loss(x):
-        return keras.ops.sum(kml_ops.multilevel_roi_align(unflatten(x, features), boxes, **kwargs) * upstream)
-
-    def pooled(arrays):
-        tiled = np.tile(boxes, (arrays[0].shape[0] // boxes.shape[0], 1, 1))
-        return kml_ops.multilevel_roi_align(arrays, tiled, **kwargs)
-
-    x = flatten(features)
-    scattered = grad(op_by_op_or_jax_jit(loss), x)
-    assert scatter_calls, "the scatter backward did not run"
-    assert_gradients_close(scattered, flatten(finite_differences(pooled, features, upstream)))
-    assert_gradients_close(scattered, automatic_gradient(monkeypatch, loss, x, []))
-    assert all(np.any(part != 0) for part in np.split(scattered, np.cumsum([f.size for f in features])[:-1]))
+    check_multilevel_gradient(
+        monkeypatch, sampling_ratio + 40, aligned, sampling_ratio, pool, scatter_calls, "scatter", []
+    )
 
 
 # A box's updates: batch 2 * 4 x 2 bins * 16 taps * 2 channels * 4 bytes = 2048 bytes.
