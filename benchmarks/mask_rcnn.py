@@ -40,6 +40,8 @@ if __package__ in (None, ""):  # Run as a script: make the `benchmarks` package 
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks._common import (  # noqa: E402
+    SYSTEM_MALLOC_FLAG,
+    SYSTEM_MALLOC_HELP,
     BYTES_PER_MB,
     RESULTS_DIR,
     Benchmark,
@@ -52,6 +54,7 @@ from benchmarks._common import (  # noqa: E402
     package_versions,
     render_table,
     select_backend,
+    use_benchmark_malloc,
     write_json,
 )
 from benchmarks.roi_align import make_boxes, make_features  # noqa: E402
@@ -502,6 +505,7 @@ def _parse_args(argv):
     parser.add_argument("--roi-counts", type=int, nargs="+", default=None, help="ROIs per image of the sweep")
     parser.add_argument("--pool-sizes", type=int, nargs="+", default=list(DEFAULT_POOL_SIZES))
     parser.add_argument("--output", default=None, help="JSON path (default benchmarks/results/mask_rcnn[_small].json)")
+    parser.add_argument(SYSTEM_MALLOC_FLAG, action="store_true", help=SYSTEM_MALLOC_HELP)
     parser.add_argument(
         "--plot", default=None, help="PNG path (default benchmarks/results/mask_rcnn_roi_align[_small].png)"
     )
@@ -537,4 +541,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    use_benchmark_malloc()
     main()

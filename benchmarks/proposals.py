@@ -42,6 +42,8 @@ if __package__ in (None, ""):  # Run as a script: make the `benchmarks` package 
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks._common import (  # noqa: E402
+    SYSTEM_MALLOC_FLAG,
+    SYSTEM_MALLOC_HELP,
     RESULTS_DIR,
     Benchmark,
     Logger,
@@ -55,6 +57,7 @@ from benchmarks._common import (  # noqa: E402
     render_table,
     run_json_child,
     select_backend,
+    use_benchmark_malloc,
     write_json,
 )
 
@@ -616,6 +619,7 @@ def _parse_args(argv):
     parser.add_argument("--no-jax", action="store_true", help="skip the JAX child process")
     parser.add_argument("--no-plain", action="store_true", help="skip kml.ProposalLayer without XLA")
     parser.add_argument("--output", default=None, help="JSON path (default benchmarks/results/proposals[_small].json)")
+    parser.add_argument(SYSTEM_MALLOC_FLAG, action="store_true", help=SYSTEM_MALLOC_HELP)
     parser.add_argument("--backend", choices=("tensorflow", "jax"), default="tensorflow", help=argparse.SUPPRESS)
     parser.add_argument("--child-json", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -657,4 +661,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    use_benchmark_malloc()
     main()

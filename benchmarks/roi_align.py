@@ -23,7 +23,10 @@ millisecond; "peak extra MB" is the highest sample minus the RSS just
 before the timed calls. That figure is approximate: allocators keep freed
 memory for reuse, so memory already reserved by the warm-up is not seen.
 TensorFlow with oneDNN keeps all large CPU buffers that way, so its rows
-also report the peak bytes in use of TensorFlow's CPU allocator.
+also report the peak bytes in use of TensorFlow's CPU allocator, and the
+JAX rows the buffers XLA assigned to the compiled step. The script restarts
+itself under the malloc settings of `_common.BENCHMARK_MALLOC_ENV` (unless
+`--system-malloc`), with which glibc keeps freed memory as well.
 
 Run `python benchmarks/roi_align.py --help` for the options, or import
 `run_benchmark` and `format_table` from another script.
@@ -41,6 +44,8 @@ if __package__ in (None, ""):  # Run as a script: make the `benchmarks` package 
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks._common import (  # noqa: E402
+    SYSTEM_MALLOC_FLAG,
+    SYSTEM_MALLOC_HELP,
     BYTES_PER_MB,
     RESULTS_DIR,
     Benchmark,
@@ -54,6 +59,7 @@ from benchmarks._common import (  # noqa: E402
     render_table,
     run_json_child,
     select_backend,
+    use_benchmark_malloc,
     write_json,
 )
 
@@ -176,6 +182,7 @@ def _row(impl, backend, xla, sampling_ratio, pool, pass_name, workload):
         "peak_extra_mb": None,
         "rss_samples": 0,
         "allocator_peak_extra_mb": None,
+        "xla_buffers_mb": None,
         "ratio_to_baseline": None,
         "error": None,
     }
@@ -452,19 +459,41 @@ def _tensorflow_rows(workload, pool_sizes, sampling_ratios, include_backward, wa
 
 
 def _jax_step(pool_fn, backward):
-    """`jax.jit` of `pool_fn(boxes, x, const)`, or of its gradient with respect to `x`."""
+    """`jax.jit` of `pool_fn(boxes, x, const)`, or of its gradient with respect to `x`.
+
+    Returns:
+        `(step, lower)`: both take `(boxes, x, const, upstream)`; `step` runs
+        the jitted function, `lower` lowers it for `_xla_buffers_mb`.
+    """
     import jax
     import jax.numpy as jnp
 
     if not backward:
-        return jax.jit(lambda boxes, x, const, upstream: pool_fn(boxes, x, const))
+        forward = jax.jit(lambda boxes, x, const, upstream: pool_fn(boxes, x, const))
+        return forward, forward.lower
 
     # Inputs are arguments, not closure constants, so XLA does not embed them.
     def loss(x, boxes, const, upstream):
         return jnp.sum(pool_fn(boxes, x, const) * upstream)
 
     grad = jax.jit(jax.grad(loss))
-    return lambda boxes, x, const, upstream: grad(x, boxes, const, upstream)
+    return (
+        lambda boxes, x, const, upstream: grad(x, boxes, const, upstream),
+        lambda boxes, x, const, upstream: grad.lower(x, boxes, const, upstream),
+    )
+
+
+def _xla_buffers_mb(lowered):
+    """Temporary plus output buffers XLA assigned to a compiled JAX step, in MB; None if not reported.
+
+    Unlike the resident set size, this does not depend on what the allocator
+    keeps: it is the memory the step needs beyond its arguments.
+    """
+    analysis = lowered.compile().memory_analysis()
+    if analysis is None:
+        return None
+    extra = analysis.temp_size_in_bytes + analysis.output_size_in_bytes - analysis.alias_size_in_bytes
+    return extra / BYTES_PER_MB
 
 
 def _jax_bench_rows(pool_fn, impl, tensors, workload, sampling_ratio, pool, passes, warmup, repeats, fingerprints):
@@ -472,7 +501,7 @@ def _jax_bench_rows(pool_fn, impl, tensors, workload, sampling_ratio, pool, pass
 
     rows = []
     for pass_name in passes:
-        step = _jax_step(pool_fn, pass_name == BACKWARD)
+        step, lower = _jax_step(pool_fn, pass_name == BACKWARD)
         bench = Benchmark(lambda step=step: step(*tensors), sync=jax.block_until_ready)
         row = _row(impl, "jax", True, sampling_ratio, pool, pass_name, workload)
         if pass_name == FORWARD and impl == LAYER_IMPL:
@@ -480,6 +509,8 @@ def _jax_bench_rows(pool_fn, impl, tensors, workload, sampling_ratio, pool, pass
         elif pass_name == FORWARD and impl == FLAT_IMPL:
             _record_fingerprint(bench, row, fingerprints, prefix="flat jax ")
         rows.append(_run_row(row, bench, warmup, repeats))
+        if row["error"] is None:
+            row["xla_buffers_mb"] = _xla_buffers_mb(lower(*tensors))
     return rows
 
 
@@ -670,6 +701,7 @@ def _table_cells(row):
         fmt(row["ratio_to_baseline"], ".2f"),
         fmt(row["peak_extra_mb"], ".0f"),
         fmt(row["allocator_peak_extra_mb"], ".0f"),
+        fmt(row["xla_buffers_mb"], ".0f"),
         fmt(row["compile_s"], ".2f"),
     ]
 
@@ -685,6 +717,7 @@ TABLE_HEADER = [
     "x baseline time",
     "peak extra MB",
     "TF alloc peak MB",
+    "JAX XLA buffers MB",
     "compile s",
 ]
 RIGHT_ALIGNED = set(TABLE_HEADER) - {"impl", "backend", "xla", "pass"}
@@ -722,6 +755,8 @@ def format_table(result):
         "compile s: wall time of the first call (trace + compile + one run).",
         "peak extra MB: max RSS during the timed calls minus RSS before them; approximate (allocator caching).",
         "TF alloc peak MB: TensorFlow CPU allocator's peak bytes in use during the timed calls minus those before.",
+        "JAX XLA buffers MB: temporary + output buffers of the compiled step (`memory_analysis()`), "
+        "beyond its arguments.",
         "baseline: one bilinear sample per bin, not aligned, rounded level assignment; not numerically comparable.",
         f"{FLATTEN_IMPL}: the [B, T, C] table of P2-P5 that the layer otherwise builds on every call (pool and "
         "sampling_ratio do not apply; repeated per pool).",
@@ -747,6 +782,7 @@ def _parse_args(argv):
     parser.add_argument("--no-jax", action="store_true", help="skip the JAX child process")
     parser.add_argument("--no-backward", action="store_true", help="forward pass only")
     parser.add_argument("--output", default=None, help="JSON path (default benchmarks/results/roi_align[_small].json)")
+    parser.add_argument(SYSTEM_MALLOC_FLAG, action="store_true", help=SYSTEM_MALLOC_HELP)
     parser.add_argument("--backend", choices=("tensorflow", "jax"), default="tensorflow", help=argparse.SUPPRESS)
     parser.add_argument("--child-json", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -766,7 +802,12 @@ def _child_main(args):
     select_backend("jax")
     _log.name = "roi_align jax child"
     rows, fingerprints = _jax_rows(
-        workload_spec(args.small), args.pool_sizes, args.sampling_ratios, not args.no_backward, args.warmup, args.repeats
+        workload_spec(args.small),
+        args.pool_sizes,
+        args.sampling_ratios,
+        not args.no_backward,
+        args.warmup,
+        args.repeats,
     )
     with open(args.child_json, "w") as handle:
         json.dump({"rows": rows, "fingerprints": fingerprints, "versions": package_versions()}, handle)
@@ -793,4 +834,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    use_benchmark_malloc()
     main()

@@ -1,6 +1,10 @@
 """Smoke tests of the benchmark scripts on tiny workloads: they run, report and agree; no timing is asserted."""
 
 import json
+import os
+import platform
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -44,6 +48,53 @@ def test_machine_and_versions_are_json_ready():
     assert info["versions"]["keras"] == keras.__version__
     assert "matplotlib" in info["versions"]
     json.dumps(info)
+
+
+glibc_only = pytest.mark.skipif(
+    platform.libc_ver()[0] != "glibc", reason="the benchmark malloc settings are glibc's"
+)
+
+
+@glibc_only
+def test_benchmark_malloc_restart_only_when_needed():
+    argv = ["benchmarks/roi_align.py", "--small"]
+    command, environ = _common.benchmark_malloc_restart(argv, {"PATH": "/bin"})
+    assert command == [sys.executable, *argv]
+    assert environ == {"PATH": "/bin", **_common.BENCHMARK_MALLOC_ENV}
+    # Already restarted (or a child that inherited them): no second restart.
+    assert _common.benchmark_malloc_restart(argv, environ) is None
+    # Asked for the system's settings: no restart, even with a partial environment.
+    partial = {"MALLOC_ARENA_MAX": "1"}
+    assert _common.benchmark_malloc_restart([*argv, _common.SYSTEM_MALLOC_FLAG], partial) is None
+    assert _common.benchmark_malloc_restart(argv, partial) is not None
+
+
+@glibc_only
+@pytest.mark.parametrize("flag, expected", [([], _common.BENCHMARK_MALLOC_ENV), ([_common.SYSTEM_MALLOC_FLAG], {})])
+def test_use_benchmark_malloc_restarts_the_script(tmp_path, flag, expected):
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import json, sys\n"
+        f"sys.path.insert(0, {os.path.dirname(os.path.dirname(os.path.abspath(__file__)))!r})\n"
+        "from benchmarks import _common\n"
+        "print('start', flush=True)\n"
+        "_common.use_benchmark_malloc()\n"
+        "print(json.dumps(_common.malloc_settings()))\n"
+    )
+    environ = {k: v for k, v in os.environ.items() if k not in _common.BENCHMARK_MALLOC_ENV}
+    completed = subprocess.run(
+        [sys.executable, str(script), *flag], env=environ, capture_output=True, text=True, check=True
+    )
+    lines = completed.stdout.splitlines()
+    # One start line per process: two when the script restarted itself.
+    assert lines.count("start") == (2 if expected else 1)
+    assert json.loads(lines[-1]) == expected
+
+
+def test_machine_lines_name_the_malloc_settings():
+    machine = {**_common.machine_info(), "malloc": {"MALLOC_ARENA_MAX": "1"}}
+    assert _common.machine_lines(machine, {})[-1] == "malloc: MALLOC_ARENA_MAX=1"
+    assert _common.machine_lines({**machine, "malloc": {}}, {})[-1] == "malloc: system defaults"
 
 
 def test_compare_kept_counts_identical_and_matched_boxes():
@@ -145,3 +196,19 @@ def test_roi_align_benchmark_still_runs_after_the_shared_helpers_moved():
     impls = {row["impl"] for row in result["rows"]}
     assert {roi_align.FLAT_IMPL, roi_align.FLATTEN_IMPL} <= impls
     assert "x baseline time" in roi_align.format_table(result)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="the benchmark's JAX rows run under the JAX backend")
+def test_roi_align_jax_rows_report_the_compiled_buffers():
+    workload = roi_align.workload_spec(small=True)
+    workload.update(image_size=128, channels=8, num_boxes=16, box_side_px=[16.0, 128.0])
+    workload["feature_sizes"] = [128 // 2**level for level in roi_align.LEVELS]
+    rows, fingerprints = roi_align._jax_rows(workload, (7,), (2,), True, warmup=0, repeats=1)
+    assert all(row["error"] is None for row in rows)
+    assert {key.startswith("flat jax ") for key in fingerprints} == {True, False}
+    table_mb = workload["batch"] * sum(s * s for s in workload["feature_sizes"]) * workload["channels"] * 4 / 1e6
+    by_config = {(row["impl"], row["pass"]): row["xla_buffers_mb"] for row in rows}
+    # The forward's buffers hold at least its output; fwd+bwd's at least the gradient it returns.
+    assert by_config[(roi_align.FLAT_IMPL, roi_align.FORWARD)] >= roi_align.output_mb(workload, 7)
+    assert by_config[(roi_align.FLAT_IMPL, roi_align.BACKWARD)] >= table_mb
+    assert by_config[(roi_align.FLATTEN_IMPL, roi_align.FORWARD)] >= table_mb

@@ -22,9 +22,10 @@ matmuls per map on small maps) instead of the automatic gradient of the
 gathers.
 
 The pyramid is read as one table `[B, T, C]` (`flatten_pyramid`). Building
-it copies every map: on the standard benchmark 10-13 ms under TF XLA, close
-to pooling its 2 x 1000 boxes at pool 7 with one sample per bin (16 ms), and
-50-55 ms under `jax.jit`. A model whose heads pool the same pyramid several
+it copies every map: on the standard benchmark 9-13 ms under TF XLA and
+under `jax.jit` (with the benchmarks' malloc settings; see
+benchmarks/README.md), close to pooling its 2 x 1000 boxes at pool 7 with
+one sample per bin (16 ms). A model whose heads pool the same pyramid several
 times flattens it once and passes the table as `flat_features`.
 
 With `box_indices` (ground-truth mask crops, which need no gradient) the
