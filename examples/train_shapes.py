@@ -22,6 +22,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_maskrcnn_layers as kml  # noqa: E402
+from keras_maskrcnn_layers.layers.mask_rcnn_losses import LOSS_NAMES  # noqa: E402
 
 
 class TimeBudget(keras.callbacks.Callback):
@@ -114,6 +115,7 @@ def main(argv=None):
 
     print(f"\nTrained {len(history.history['loss'])} epochs x {args.steps_per_epoch} steps in {train_seconds:.0f} s "
           f"(final loss {history.history['loss'][-1]:.3f}); {total_seconds:.0f} s in all.")
+    print("final epoch's losses: " + ", ".join(f"{name} {history.history[name][-1]:.3f}" for name in LOSS_NAMES))
     print(f"Held-out images: {metrics['num_images']}, objects: {metrics['num_ground_truth']}, "
           f"detections: {metrics['num_detections']}")
     print("metric   AP      AP50    AP75")
@@ -127,6 +129,7 @@ def main(argv=None):
         "train_seconds": train_seconds,
         "total_seconds": total_seconds,
         "loss": history.history["loss"],
+        "losses": {name: history.history[name] for name in LOSS_NAMES},
         "config": config.to_dict(),
     }
     with open(os.path.join(args.output, "shapes_metrics.json"), "w") as f:

@@ -64,8 +64,18 @@ class RPNHead(keras.layers.Layer):
         logits, deltas = [], []
         for feature in features:
             hidden = self.shared(feature)
-            logits.append(ops.reshape(ops.cast(self.objectness(hidden), "float32"), (ops.shape(feature)[0], -1)))
-            deltas.append(ops.reshape(ops.cast(self.box(hidden), "float32"), (ops.shape(feature)[0], -1, 4)))
+            height, width = hidden.shape[1], hidden.shape[2]
+            if height is not None and width is not None:
+                # A static anchor count even when the batch size is not
+                # (evaluation's last batch): TensorFlow cannot infer the -1
+                # of `(batch_tensor, -1)`, and `ProposalLayer` needs it.
+                count = height * width * self.anchors_per_location
+                logit_shape, delta_shape = (-1, count), (-1, count, 4)
+            else:
+                batch = ops.shape(feature)[0]
+                logit_shape, delta_shape = (batch, -1), (batch, -1, 4)
+            logits.append(ops.reshape(ops.cast(self.objectness(hidden), "float32"), logit_shape))
+            deltas.append(ops.reshape(ops.cast(self.box(hidden), "float32"), delta_shape))
         logits = ops.concatenate(logits, axis=1)
         return logits, ops.sigmoid(logits), ops.concatenate(deltas, axis=1)
 

@@ -109,3 +109,18 @@ def test_bad_arguments():
     ]:
         with pytest.raises(ValueError, match=name):
             kml.layers.RPNHead(**kwargs)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="a traced unknown batch size is TensorFlow's")
+@pytest.mark.parametrize("anchor_stride", [1, 2])
+def test_anchor_count_stays_static_when_the_batch_size_is_not(anchor_stride):
+    # Evaluation pipelines keep a last partial batch, so their batch size is
+    # traced as unknown; ProposalLayer needs the anchor count all the same.
+    import tensorflow as tf
+
+    head = kml.layers.RPNHead(3, filters=FILTERS, anchor_stride=anchor_stride)
+    features = pyramid(IMAGE, CHANNELS)
+    expected = [tuple(to_numpy(t).shape[1:]) for t in head(features)]
+    specs = [tf.TensorSpec((None, *f.shape[1:]), "float32") for f in features]
+    traced = tf.function(lambda *maps: head(list(maps)), input_signature=specs).get_concrete_function()
+    assert [tuple(t.shape.as_list()) for t in traced.structured_outputs] == [(None, *shape) for shape in expected]

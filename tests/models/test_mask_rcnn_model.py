@@ -59,7 +59,7 @@ def test_training_loss_falls(config, samples):
     model = kml.build_mask_rcnn(config, "training")
     model.compile(optimizer=keras.optimizers.Adam(2e-3), jit_compile=True)
     batch = batch_from_samples(samples, config)
-    losses = [float(model.train_on_batch(batch)) for _ in range(16)]
+    losses = [float(model.train_on_batch(batch, return_dict=True)["loss"]) for _ in range(16)]
     assert all(np.isfinite(losses))
     assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3]), losses
 
@@ -75,7 +75,12 @@ def test_every_loss_is_reported_and_zero_instance_images_train(config):
         assert np.all(outputs[name] == 0.0), name  # nothing positive to regress
     assert np.all(outputs["rpn_class_loss"] > 0) and np.all(outputs["mrcnn_class_loss"] > 0)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=True)
-    assert np.isfinite(float(model.train_on_batch(batch)))
+    logs = model.train_on_batch(batch, return_dict=True)
+    # The training step logs every loss too, and they agree with the outputs.
+    assert set(logs) == {"loss", *LOSS_NAMES}
+    assert all(np.isfinite(float(value)) for value in logs.values())
+    for name in ("rpn_bbox_loss", "mrcnn_bbox_loss", "mrcnn_mask_loss"):
+        assert float(logs[name]) == 0.0, name
 
 
 def test_mini_masks_class_agnostic_56px_bilinear_upsampling_and_box_scale(samples):
@@ -87,7 +92,7 @@ def test_mini_masks_class_agnostic_56px_bilinear_upsampling_and_box_scale(sample
     batch = batch_from_samples(samples, config)
     assert batch["gt_masks"].shape[2:] == (56, 56)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=True)
-    assert np.isfinite(float(model.train_on_batch(batch)))
+    assert np.isfinite(float(model.train_on_batch(batch, return_dict=True)["loss"]))
     inference = kml.build_mask_rcnn(config, "inference")
     out = inference({k: batch[k] for k in INFERENCE_KEYS})
     assert tuple(out["detection_masks"].shape) == (2, config.DETECTION_MAX_INSTANCES, 56, 56)
@@ -99,7 +104,7 @@ def test_mask_resolutions_train_and_predict(samples, pool, side):
     config = tiny_config(MASK_POOL_SIZE=pool, MASK_SHAPE=(side, side), MASK_HEAD_CONVS=0)
     model = kml.build_mask_rcnn(config, "training")
     model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=True)
-    assert np.isfinite(float(model.train_on_batch(batch_from_samples(samples, config))))
+    assert np.isfinite(float(model.train_on_batch(batch_from_samples(samples, config), return_dict=True)["loss"]))
     inference = kml.build_mask_rcnn(config, "inference")
     out = inference({k: batch_from_samples(samples, config)[k] for k in INFERENCE_KEYS})
     assert tuple(out["detection_masks"].shape) == (2, config.DETECTION_MAX_INSTANCES, side, side)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import keras_maskrcnn_layers as kml
+from keras_maskrcnn_layers.layers.mask_rcnn_losses import LOSS_NAMES
 from tests.models.conftest import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -15,12 +16,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """One tiny model, briefly trained through `fit` with a checkpoint."""
+    """One tiny model, briefly trained through `fit` with a checkpoint and validation."""
     config = tiny_config(STEPS_PER_EPOCH=3, DETECTION_MIN_CONFIDENCE=0.0)
     samples = kml.data.generate_shapes(8, height=64, width=64, seed=5, max_instances=3)
     model = kml.MaskRCNN(config)
     checkpoint = str(tmp_path_factory.mktemp("ckpt") / "model.weights.h5")
-    history = model.fit(samples, epochs=2, checkpoint_path=checkpoint, verbose=0)
+    # Three validation samples in batches of two: the last batch is partial,
+    # so the evaluation step is traced with an unknown batch size.
+    history = model.fit(
+        samples, epochs=2, checkpoint_path=checkpoint, validation_data=samples[:3], validation_steps=2, verbose=0
+    )
     return model, samples, history, checkpoint
 
 
@@ -29,6 +34,24 @@ def test_fit_reports_loss_and_writes_checkpoints(trained):
     assert len(history.history["loss"]) == 2
     assert all(np.isfinite(history.history["loss"]))
     assert os.path.getsize(checkpoint) > 0
+
+
+def test_fit_logs_each_loss_and_their_weighted_sum(trained):
+    model, _, history, _ = trained
+    logs = history.history
+    weights = model.training_model.get_layer("losses").loss_weights
+    for prefix in ("", "val_"):
+        parts = {name: np.asarray(logs[prefix + name]) for name in LOSS_NAMES}
+        assert all(len(values) == 2 and np.all(np.isfinite(values)) for values in parts.values()), parts
+        # Both are averaged over the epoch's samples, so `loss` is the weighted sum of the parts.
+        total = sum(weights[name] * parts[name] for name in LOSS_NAMES)
+        np.testing.assert_allclose(logs[prefix + "loss"], total, rtol=1e-5)
+
+
+def test_training_model_must_output_the_losses():
+    inputs = keras.Input((4,))
+    with pytest.raises(ValueError, match="Missing: .*mrcnn_mask_loss"):
+        kml.models.MaskRCNNTrainingModel(inputs, {"rpn_class_loss": keras.layers.Dense(1)(inputs)})
 
 
 def test_detect_returns_original_size_results():
@@ -139,3 +162,13 @@ def test_mirrored_strategy_on_two_logical_cpus():
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "replicas 2" in result.stdout
+
+
+def test_training_model_saves_and_loads_with_its_loss_metrics(trained, tmp_path):
+    model = trained[0]
+    path = str(tmp_path / "training.keras")
+    model.training_model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, kml.models.MaskRCNNTrainingModel)
+    assert set(LOSS_NAMES) <= {metric.name for metric in loaded.metrics}
+    assert len(loaded.weights) == len(model.training_model.weights)
