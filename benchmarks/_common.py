@@ -35,6 +35,8 @@ BENCHMARK_MALLOC_ENV = {
     "MALLOC_TRIM_THRESHOLD_": str(8 * 2**30),
 }
 SYSTEM_MALLOC_FLAG = "--system-malloc"
+# Set in a restarted process, which then never restarts again.
+_RESTARTED_VARIABLE = "KML_BENCHMARK_MALLOC_RESTARTED"
 SYSTEM_MALLOC_HELP = (
     "run under the system's malloc settings instead of restarting with "
     + " ".join(f"{name}={value}" for name, value in BENCHMARK_MALLOC_ENV.items())
@@ -74,23 +76,37 @@ def select_backend(backend):
     os.environ["KERAS_BACKEND"] = backend
 
 
-def benchmark_malloc_restart(argv, environ=None):
+def benchmark_malloc_restart(argv, environ=None, interpreter_argv=None):
     """The command and environment to restart a script with under `BENCHMARK_MALLOC_ENV`.
-
-    Returns `None` when no restart is needed: `SYSTEM_MALLOC_FLAG` is in
-    `argv`, the C library is not glibc, or the settings are already in the
-    environment (a restarted script, or a child process, which inherits them).
 
     Args:
         argv: list of str, the script's `sys.argv`.
         environ: mapping, the environment. Defaults to `os.environ`.
+        interpreter_argv: list of str, the whole command line including the
+            interpreter's own options (`sys.orig_argv`). Defaults to
+            `sys.executable` followed by `argv`.
+
+    Returns:
+        `(command, environment)`, or `None` when no restart is needed:
+        `SYSTEM_MALLOC_FLAG` is in `argv`, the C library is not glibc, the
+        interpreter is unknown, the settings are already in the environment
+        (a child process inherits them), or this process is itself a restart
+        (whatever its environment says, so that it can never loop).
     """
     environ = os.environ if environ is None else environ
-    if SYSTEM_MALLOC_FLAG in argv[1:] or platform.libc_ver()[0] != "glibc":
+    if SYSTEM_MALLOC_FLAG in argv[1:] or platform.libc_ver()[0] != "glibc" or not sys.executable:
         return None
     if all(environ.get(name) == value for name, value in BENCHMARK_MALLOC_ENV.items()):
         return None
-    return [sys.executable, *argv], {**environ, **BENCHMARK_MALLOC_ENV}
+    if environ.get(_RESTARTED_VARIABLE):
+        print(
+            f"warning: restarted under {BENCHMARK_MALLOC_ENV}, but the environment does not hold them; "
+            "carrying on with what glibc was given",
+            file=sys.stderr,
+        )
+        return None
+    command = [sys.executable, *(interpreter_argv[1:] if interpreter_argv else argv)]
+    return command, {**environ, **BENCHMARK_MALLOC_ENV, _RESTARTED_VARIABLE: "1"}
 
 
 def use_benchmark_malloc():
@@ -98,9 +114,10 @@ def use_benchmark_malloc():
 
     glibc reads these settings once, when the process starts, so they cannot
     be set from inside; call this first thing in a script's `__main__`
-    block, before the frameworks are imported.
+    block, before the frameworks are imported. The interpreter's own
+    options (`-X`, `-W`, `-m module`) are kept.
     """
-    restart = benchmark_malloc_restart(sys.argv)
+    restart = benchmark_malloc_restart(sys.argv, interpreter_argv=getattr(sys, "orig_argv", None))
     if restart is not None:
         command, environ = restart
         sys.stdout.flush()

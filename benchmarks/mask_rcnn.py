@@ -40,10 +40,10 @@ if __package__ in (None, ""):  # Run as a script: make the `benchmarks` package 
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks._common import (  # noqa: E402
-    SYSTEM_MALLOC_FLAG,
-    SYSTEM_MALLOC_HELP,
     BYTES_PER_MB,
     RESULTS_DIR,
+    SYSTEM_MALLOC_FLAG,
+    SYSTEM_MALLOC_HELP,
     Benchmark,
     Logger,
     TfAllocatorPeak,
@@ -492,7 +492,7 @@ def format_table(result):
 
 
 def _parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument(
         "--small", action="store_true",
         help="256 px input, 'small' backbone, 64 channels, 1000 -> 200 proposals, 20 detections, 25-100 ROIs",

@@ -42,9 +42,9 @@ if __package__ in (None, ""):  # Run as a script: make the `benchmarks` package 
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks._common import (  # noqa: E402
+    RESULTS_DIR,
     SYSTEM_MALLOC_FLAG,
     SYSTEM_MALLOC_HELP,
-    RESULTS_DIR,
     Benchmark,
     Logger,
     TfAllocatorPeak,
@@ -610,7 +610,7 @@ def format_table(result):
 
 
 def _parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument(
         "--small", action="store_true", help="256 px image (16,368 anchors), top 1000 -> 200 proposals"
     )

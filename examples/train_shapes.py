@@ -22,7 +22,6 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_maskrcnn_layers as kml  # noqa: E402
-from keras_maskrcnn_layers.layers.mask_rcnn_losses import LOSS_NAMES  # noqa: E402
 
 
 class TimeBudget(keras.callbacks.Callback):
@@ -115,7 +114,8 @@ def main(argv=None):
 
     print(f"\nTrained {len(history.history['loss'])} epochs x {args.steps_per_epoch} steps in {train_seconds:.0f} s "
           f"(final loss {history.history['loss'][-1]:.3f}); {total_seconds:.0f} s in all.")
-    print("final epoch's losses: " + ", ".join(f"{name} {history.history[name][-1]:.3f}" for name in LOSS_NAMES))
+    last = ", ".join(f"{name} {history.history[name][-1]:.3f}" for name in kml.layers.LOSS_NAMES)
+    print(f"final epoch's losses: {last}")
     print(f"Held-out images: {metrics['num_images']}, objects: {metrics['num_ground_truth']}, "
           f"detections: {metrics['num_detections']}")
     print("metric   AP      AP50    AP75")
@@ -129,7 +129,7 @@ def main(argv=None):
         "train_seconds": train_seconds,
         "total_seconds": total_seconds,
         "loss": history.history["loss"],
-        "losses": {name: history.history[name] for name in LOSS_NAMES},
+        "losses": {name: history.history[name] for name in kml.layers.LOSS_NAMES},
         "config": config.to_dict(),
     }
     with open(os.path.join(args.output, "shapes_metrics.json"), "w") as f:

@@ -16,6 +16,9 @@ from benchmarks import _common, mask_rcnn, proposals, roi_align
 tensorflow_only = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow", reason="the benchmarks time the TensorFlow backend in this process"
 )
+glibc_only = pytest.mark.skipif(
+    platform.libc_ver()[0] != "glibc", reason="the benchmark malloc settings are glibc's"
+)
 
 
 def tiny_mask_rcnn_config():
@@ -50,23 +53,44 @@ def test_machine_and_versions_are_json_ready():
     json.dumps(info)
 
 
-glibc_only = pytest.mark.skipif(
-    platform.libc_ver()[0] != "glibc", reason="the benchmark malloc settings are glibc's"
-)
-
-
 @glibc_only
 def test_benchmark_malloc_restart_only_when_needed():
     argv = ["benchmarks/roi_align.py", "--small"]
     command, environ = _common.benchmark_malloc_restart(argv, {"PATH": "/bin"})
     assert command == [sys.executable, *argv]
-    assert environ == {"PATH": "/bin", **_common.BENCHMARK_MALLOC_ENV}
+    assert environ == {"PATH": "/bin", **_common.BENCHMARK_MALLOC_ENV, "KML_BENCHMARK_MALLOC_RESTARTED": "1"}
     # Already restarted (or a child that inherited them): no second restart.
     assert _common.benchmark_malloc_restart(argv, environ) is None
     # Asked for the system's settings: no restart, even with a partial environment.
     partial = {"MALLOC_ARENA_MAX": "1"}
     assert _common.benchmark_malloc_restart([*argv, _common.SYSTEM_MALLOC_FLAG], partial) is None
     assert _common.benchmark_malloc_restart(argv, partial) is not None
+    # A restarted process whose settings were overridden (a wrapper) carries on instead of looping.
+    assert _common.benchmark_malloc_restart(argv, {**partial, "KML_BENCHMARK_MALLOC_RESTARTED": "1"}) is None
+    # The interpreter's own options survive the restart.
+    command, _ = _common.benchmark_malloc_restart(argv, {}, interpreter_argv=["python", "-X", "dev", *argv])
+    assert command == [sys.executable, "-X", "dev", *argv]
+
+
+@pytest.mark.parametrize("settings, flagged", [(_common.BENCHMARK_MALLOC_ENV, False), ({}, True)])
+def test_json_child_runs_under_its_parents_malloc_settings(monkeypatch, settings, flagged):
+    for name in _common.BENCHMARK_MALLOC_ENV:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    calls = []
+
+    def fake_run(command, env, **kwargs):
+        calls.append((command, env))
+        with open(command[-1], "w") as handle:
+            json.dump({"rows": []}, handle)
+        return subprocess.CompletedProcess(command, 0, stdout="")
+
+    monkeypatch.setattr(_common.subprocess, "run", fake_run)
+    assert _common.run_json_child(["python", "child.py"], lambda message: None, prefix="test_") == {"rows": []}
+    (command, env), = calls
+    assert (_common.SYSTEM_MALLOC_FLAG in command) == flagged
+    assert env["KERAS_BACKEND"] == "jax"
 
 
 @glibc_only

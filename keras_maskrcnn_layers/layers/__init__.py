@@ -6,7 +6,7 @@ from keras_maskrcnn_layers.layers.detection_layer import DetectionLayer
 from keras_maskrcnn_layers.layers.detection_target_layer import DetectionTargetLayer
 from keras_maskrcnn_layers.layers.feature_pyramid import FeaturePyramid
 from keras_maskrcnn_layers.layers.mask_head import MaskHead
-from keras_maskrcnn_layers.layers.mask_rcnn_losses import MaskRCNNLosses
+from keras_maskrcnn_layers.layers.mask_rcnn_losses import LOSS_NAMES, MaskRCNNLosses
 from keras_maskrcnn_layers.layers.proposal_layer import ProposalLayer
 from keras_maskrcnn_layers.layers.pyramid_roi_align import FlattenPyramid, PyramidROIAlign
 from keras_maskrcnn_layers.layers.rpn_head import RPNHead
@@ -19,6 +19,7 @@ __all__ = [
     "DetectionTargetLayer",
     "FeaturePyramid",
     "FlattenPyramid",
+    "LOSS_NAMES",
     "MaskHead",
     "MaskRCNNLosses",
     "ProposalLayer",

@@ -1,7 +1,8 @@
 """Model builders: the only code that reads a `MaskRCNNConfig`."""
 
 from keras_maskrcnn_layers.models.backbones import build_backbone, pyramid_backbone, resnet_backbone, small_backbone
-from keras_maskrcnn_layers.models.mask_rcnn import MaskRCNNComponents, MaskRCNNTrainingModel, build_mask_rcnn
+from keras_maskrcnn_layers.models.mask_rcnn import MaskRCNNComponents, build_mask_rcnn
+from keras_maskrcnn_layers.models.training_model import MaskRCNNTrainingModel
 
 __all__ = [
     "MaskRCNNComponents",

@@ -18,53 +18,12 @@ from keras_maskrcnn_layers.layers import (
     RPNHead,
     RPNTargetLayer,
 )
-from keras_maskrcnn_layers.layers.mask_rcnn_losses import LOSS_NAMES
 from keras_maskrcnn_layers.models.backbones import build_backbone
+from keras_maskrcnn_layers.models.training_model import MaskRCNNTrainingModel
 from keras_maskrcnn_layers.ops.boxes import scale_boxes
 
 IMAGE_META_SIZE = 8
 MODES = ("training", "inference")
-
-
-@kml_export
-class MaskRCNNTrainingModel(keras.Model):
-    """The functional training model of `build_mask_rcnn`, logging each loss.
-
-    Built like any functional model, `MaskRCNNTrainingModel(inputs,
-    outputs)`, with `outputs` the dict of the five losses (`[B]` tensors)
-    named in `kml.layers.mask_rcnn_losses.LOSS_NAMES`. `fit` and `evaluate`
-    then report each loss, unweighted and averaged over the epoch's
-    samples, next to `loss` (the weighted sum that `add_loss` minimises):
-    in the progress bar, the `History` and callbacks' logs, with a `val_`
-    prefix for validation data.
-
-    Example:
-
-    >>> import keras_maskrcnn_layers as kml
-    >>> cfg = kml.MaskRCNNConfig.preset("shapes", IMAGE_MIN_DIM=64, IMAGE_MAX_DIM=64)
-    >>> model = kml.build_mask_rcnn(cfg, mode="training")
-    >>> type(model).__name__
-    'MaskRCNNTrainingModel'
-    >>> [metric.name for metric in model.metrics]
-    ['rpn_class_loss', 'rpn_bbox_loss', 'mrcnn_class_loss', 'mrcnn_bbox_loss', 'mrcnn_mask_loss']
-    """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        missing = set(LOSS_NAMES) - set(self.output if isinstance(self.output, dict) else ())
-        if missing:
-            raise ValueError(
-                f"A MaskRCNNTrainingModel must output a dict holding the losses {list(LOSS_NAMES)}. "
-                f"Missing: {sorted(missing)}"
-            )
-        # Metrics assigned as attributes are tracked: they join `self.metrics`,
-        # are reset every epoch, and are carried through JAX's stateless steps.
-        self.loss_trackers = {name: keras.metrics.Mean(name=name) for name in LOSS_NAMES}
-
-    def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        for name, tracker in self.loss_trackers.items():
-            tracker.update_state(y_pred[name])
-        return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
 
 @kml_export

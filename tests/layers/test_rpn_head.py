@@ -124,3 +124,17 @@ def test_anchor_count_stays_static_when_the_batch_size_is_not(anchor_stride):
     specs = [tf.TensorSpec((None, *f.shape[1:]), "float32") for f in features]
     traced = tf.function(lambda *maps: head(list(maps)), input_signature=specs).get_concrete_function()
     assert [tuple(t.shape.as_list()) for t in traced.structured_outputs] == [(None, *shape) for shape in expected]
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="a traced unknown map size is TensorFlow's")
+def test_maps_of_unknown_size_still_trace():
+    import tensorflow as tf
+
+    head = kml.layers.RPNHead(3, filters=FILTERS)
+    specs = [tf.TensorSpec((None, None, None, CHANNELS), "float32")] * 2
+    traced = tf.function(lambda *maps: head(list(maps)), input_signature=specs).get_concrete_function()
+    assert [t.shape.as_list() for t in traced.structured_outputs] == [[None, None], [None, None], [None, None, 4]]
+    maps = pyramid(IMAGE, CHANNELS)[:2]
+    eager = [to_numpy(t) for t in head(maps)]
+    for got, expected in zip(traced(*maps), eager):
+        np.testing.assert_allclose(to_numpy(got), expected, rtol=1e-5, atol=1e-6)

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 import keras_maskrcnn_layers as kml
-from keras_maskrcnn_layers.layers.mask_rcnn_losses import LOSS_NAMES
 from tests.models.conftest import batch_from_samples, tiny_config
 
 INFERENCE_KEYS = ("images", "image_meta")
@@ -70,14 +69,14 @@ def test_every_loss_is_reported_and_zero_instance_images_train(config):
     model = kml.build_mask_rcnn(config, "training")
     batch = batch_from_samples(empty, config)
     outputs = {k: keras.ops.convert_to_numpy(v) for k, v in model(batch).items()}
-    assert sorted(outputs) == sorted(LOSS_NAMES)
+    assert sorted(outputs) == sorted(kml.layers.LOSS_NAMES)
     for name in ("rpn_bbox_loss", "mrcnn_bbox_loss", "mrcnn_mask_loss"):
         assert np.all(outputs[name] == 0.0), name  # nothing positive to regress
     assert np.all(outputs["rpn_class_loss"] > 0) and np.all(outputs["mrcnn_class_loss"] > 0)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=True)
     logs = model.train_on_batch(batch, return_dict=True)
     # The training step logs every loss too, and they agree with the outputs.
-    assert set(logs) == {"loss", *LOSS_NAMES}
+    assert set(logs) == {"loss", *kml.layers.LOSS_NAMES}
     assert all(np.isfinite(float(value)) for value in logs.values())
     for name in ("rpn_bbox_loss", "mrcnn_bbox_loss", "mrcnn_mask_loss"):
         assert float(logs[name]) == 0.0, name
@@ -166,3 +165,9 @@ def test_inference_model_saves_and_loads(tmp_path, config, samples):
     after = {k: keras.ops.convert_to_numpy(v) for k, v in loaded(inputs).items()}
     for key in before:
         np.testing.assert_allclose(after[key], before[key], atol=1e-5, err_msg=key)
+
+
+def test_training_model_must_output_the_losses():
+    inputs = keras.Input((4,))
+    with pytest.raises(ValueError, match="Missing: .*mrcnn_mask_loss"):
+        kml.models.MaskRCNNTrainingModel(inputs, {"rpn_class_loss": keras.layers.Dense(1)(inputs)})
