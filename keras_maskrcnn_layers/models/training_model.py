@@ -36,8 +36,10 @@ class MaskRCNNTrainingModel(keras.Model):
     ['rpn_class_loss', 'rpn_bbox_loss', 'mrcnn_class_loss', 'mrcnn_bbox_loss', 'mrcnn_mask_loss']
     """
 
-    def __init__(self, inputs, outputs, **kwargs):
-        super().__init__(inputs, outputs, **kwargs)
+    # `*args, **kwargs`, not `inputs, outputs`: Keras recognises a functional
+    # subclass by that signature, and only then saves and revives its graph.
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         missing = set(LOSS_NAMES) - set(self.output if isinstance(self.output, dict) else ())
         if missing:
             raise ValueError(
