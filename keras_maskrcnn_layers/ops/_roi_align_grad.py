@@ -1,4 +1,4 @@
-"""The hand-written backward of ROI Align: gradient of the flattened feature table.
+"""The hand-written backward of ROI Align: gradient of the flattened feature table or of its maps.
 
 The automatic gradient of `roi_align._gather_pool` is one scatter-add per
 sample offset and bilinear corner, each into its own zero copy of the whole
@@ -10,13 +10,20 @@ replaces it with one of two formulations:
   so `dF = Wy^T g Wx` is two batched matmuls per map, over static chunks of
   ROIs to bound memory (`map_gradient`);
 - large maps: every bin's upstream gradient is spread over the
-  `(2 * sampling_ratio)^2` bilinear taps of its samples in one weighted
-  scatter-add per chunk of ROIs, the chunks adding into one table in turn
-  (`scatter_gradient`). On the standard benchmark (1024 px, P2..P5, 256
-  channels, 2 x 1000 ROIs, sampling ratio 2, 2 CPU cores) forward +
-  backward takes 2x (pool 7) to 3x (pool 14) less time than with the
-  automatic gradient, with an allocator peak of about 0.3 GB instead of 3.5
-  GB (pool 7) and 13 GB (pool 14).
+  `(2 * sampling_ratio)^2` bilinear taps of its samples by weighted
+  scatter-adds, in a loop over a few ROIs at a time (`scatter_gradient`
+  for the table, `map_scatter_gradients` for the maps). Each step's updates
+  stay in cache (`SCATTER_CHUNK_BYTES`). On the standard benchmark (1024 px,
+  P2..P5, 256 channels, 2 x 1000 ROIs, sampling ratio 2, 2 CPU cores, JAX)
+  forward + backward of the table takes 122 ms at pool 7 and 290 ms at pool
+  14, with 187 MB of XLA buffers; the automatic gradient of the gathers
+  takes 3.5 GB (pool 7) and 13 GB (pool 14) of allocator peak.
+
+The loops are written for XLA, which updates the buffer in place at every
+step. Without XLA, TensorFlow copies the whole buffer at every step
+(`tensor_scatter_nd_add` cannot reuse a loop variable's memory): forward +
+backward on the standard benchmark then takes 3.6 s at pool 7 instead of
+about 0.2 s.
 
 The module-level settings are read at trace time, so tests may patch them.
 """
@@ -123,15 +130,14 @@ def map_gradient(upstream, y_corners, x_corners, on_map, map_shape, sampling_rat
     return grad
 
 
-# Bytes the scatter backward's weighted updates `[B, n, 2S*pool_h, 2S*pool_w, C]`
-# may take per chunk of `n` boxes; at most `MAX_SCATTER_CHUNKS` chunks, since
-# every chunk is unrolled into the graph and compile time grows with them.
-# Measured on the standard benchmark (TF XLA, 2 cores, pool 7 / 14): chunks of
-# 128 / 64 / 32 MB give an allocator peak of 437 / 268 / 217 MB at pool 7
-# (one 1.6 GB chunk: 1.8 GB) at the same speed, and first calls of 2.6 / 3.5
-# / 6.1 s; at pool 14, 32 chunks (205 MB) peak at about 330 MB.
-SCATTER_CHUNK_BYTES = 64 * 2**20
-MAX_SCATTER_CHUNKS = 32
+# Bytes of the weighted updates `[n, 2S * pool_h, 2S * pool_w, C]` that one
+# step of the scatter backward's loop computes and scatters, `n` boxes at a
+# time: small enough to stay in cache between the multiply that writes them
+# and the scatter that reads them. Measured on the standard benchmark (JAX,
+# 2 CPU cores, sampling ratio 2): fwd+bwd at pool 7 takes 143 / 122 / 139 /
+# 172 ms with steps of 3 / 6 / 13 / 31 MB, and 197 ms with the chunks of 64 MB
+# unrolled into the graph that this loop replaced.
+SCATTER_CHUNK_BYTES = 8 * 2**20
 
 
 def _axis_taps(corners, sampling_ratio):
@@ -145,46 +151,157 @@ def _axis_taps(corners, sampling_ratio):
     )
 
 
+def scatter_chunk_boxes(upstream_shape, sampling_ratio):
+    """Boxes per step of the scatter loops, for an upstream of static `[B, N, pool_h, pool_w, C]`."""
+    _, num_boxes, pool_h, pool_w, channels = upstream_shape
+    per_box = pool_h * pool_w * (2 * sampling_ratio) ** 2 * channels * 4
+    return max(1, min(num_boxes, SCATTER_CHUNK_BYTES // per_box))
+
+
+def _box_taps(upstream, rows, y_corners, x_corners, sampling_ratio):
+    """What the scatter loops read of each box, the batch flattened in: `[B * N, ...]` tensors.
+
+    `rows` is int32 `[B, N, pool_h, 2S]`, the buffer row of each y tap's
+    column 0. `"first"` is the buffer row of each box's first tap, by which
+    the loops order the boxes: neighbours in the buffer then share a step
+    and its rows stay in cache (at pool 7, 92 ms instead of 110 ms for the
+    standard benchmark's fwd+bwd on JAX; at pool 14, 263 ms instead of 300).
+    """
+    _, _, pool_h, pool_w, channels = upstream.shape
+    taps = 2 * sampling_ratio
+    _, y_weight = _axis_taps(y_corners, sampling_ratio)
+    x_index, x_weight = _axis_taps(x_corners, sampling_ratio)
+    return {
+        "rows": ops.reshape(rows, (-1, pool_h, taps)),
+        "y_weight": ops.reshape(y_weight / float(sampling_ratio**2), (-1, pool_h, taps)),
+        "x_index": ops.reshape(x_index, (-1, pool_w, taps)),
+        "x_weight": ops.reshape(x_weight, (-1, pool_w, taps)),
+        "upstream": ops.reshape(upstream, (-1, pool_h, pool_w, channels)),
+        "first": ops.reshape(rows[..., 0, 0] + x_index[..., 0, 0], (-1,)),
+    }
+
+
+def _scatter_loop(box_taps, num_rows, chunk, count, offset=0, order=None):
+    """Adds the taps of boxes `offset .. offset + count - 1` (of `order`) into a zero `[num_rows, C]` buffer.
+
+    Each step takes `chunk` boxes, builds their `[chunk, pool_h, 2S,
+    pool_w, 2S]` rows and weighted updates and adds them in one scatter.
+    The last step is shifted back to end at the last box; the boxes it
+    repeats, or that lie outside the range, add exact zeros to row 0.
+
+    Args:
+        box_taps: `_box_taps`.
+        chunk: static int, boxes per step, at most the number of boxes.
+        count, offset: int32 scalars.
+        order: int32 `[B * N]` permutation of the boxes, or `None`.
+    """
+    box_taps = {name: value for name, value in box_taps.items() if name != "first"}
+    channels = box_taps["upstream"].shape[-1]
+    total = ops.shape(box_taps["rows"])[0]
+
+    def step(i, grad):
+        first = offset + i * chunk
+        position = ops.minimum(first, offset + count - chunk) + ops.arange(chunk, dtype="int32")
+        fresh = ops.logical_and(position >= first, position < offset + count)
+        boxes = ops.clip(position, 0, total - 1)
+        if order is not None:
+            boxes = ops.take(order, boxes)
+        part = {name: ops.take(value, boxes, axis=0) for name, value in box_taps.items()}
+        # [n, pool_h, 2S, 1, 1] + [n, 1, 1, pool_w, 2S] -> [n, pool_h, 2S, pool_w, 2S]
+        index = part["rows"][:, :, :, None, None] + part["x_index"][:, None, None, :, :]
+        index = ops.where(fresh[:, None, None, None, None], index, 0)
+        weight = part["y_weight"][:, :, :, None, None] * part["x_weight"][:, None, None, :, :]
+        updates = part["upstream"][:, :, None, :, None, :] * weight[..., None]
+        updates = ops.where(fresh[:, None, None, None, None, None], updates, 0.0)
+        return ops.scatter_update(
+            grad, ops.reshape(index, (-1, 1)), ops.reshape(updates, (-1, channels)), reduction="add"
+        )
+
+    steps = (count + chunk - 1) // chunk
+    return ops.fori_loop(0, steps, step, ops.zeros((num_rows, channels), "float32"))
+
+
 def scatter_gradient(upstream, base, width, y_corners, x_corners, sampling_ratio, num_rows):
-    """Gradient of the flattened feature table: one weighted scatter-add per chunk of boxes.
+    """Gradient of the flattened feature table: a loop of weighted scatter-adds, a few boxes at a time.
 
     Every bin spreads its upstream gradient over the `(2S)^2` bilinear taps
-    of its samples, weighted as in the forward, in a single scatter-add per
-    chunk instead of one per sample and corner (the automatic gradient).
-    The chunks add into one table in turn, so only one chunk's updates are
-    held at a time.
+    of its samples, weighted as in the forward. The loop (`_scatter_loop`)
+    walks the boxes of the whole batch, in the order of their place in the
+    table, `scatter_chunk_boxes` at a time, so
+    nothing of size `N` is held beyond the upstream, each step's updates
+    stay in cache, and the graph has one scatter whatever `N`.
+
+    Args:
+        upstream: float32 `[B, N, pool_h, pool_w, C]`, `N` static.
+        base: int32 `[B, N]`, row in the `[B * T, C]` table of the box's map origin.
+        width: float32 `[B, N]`, width of the box's map.
+        y_corners, x_corners: the forward's `_sample_corners`.
+        num_rows: rows of the table, `B * T`.
 
     Returns:
         float32 `[num_rows, C]`.
     """
-    batch, num_boxes, pool_h, pool_w, channels = upstream.shape
-    y_index, y_weight = _axis_taps(y_corners, sampling_ratio)
-    x_index, x_weight = _axis_taps(x_corners, sampling_ratio)
+    num_boxes, channels = upstream.shape[1], upstream.shape[-1]
+    if num_boxes == 0:
+        return ops.zeros((num_rows, channels), "float32")
+    y_index, _ = _axis_taps(y_corners, sampling_ratio)
     rows = base[..., None, None] + y_index * ops.cast(width, "int32")[..., None, None]
-    index = rows[..., :, :, None, None] + x_index[..., None, None, :, :]
-    weight = y_weight[..., :, :, None, None] * x_weight[..., None, None, :, :] / float(sampling_ratio**2)
-    per_box = (batch or 1) * pool_h * pool_w * (2 * sampling_ratio) ** 2 * channels * 4
-    chunk = max(1, SCATTER_CHUNK_BYTES // per_box, -(-num_boxes // MAX_SCATTER_CHUNKS))
-    grad = ops.zeros((num_rows, channels), "float32")
-    for start in range(0, num_boxes, chunk):
-        stop = min(start + chunk, num_boxes)
-        chunk_weight = weight[:, start:stop]
-        if start > 0:
-            # Adds exactly 0, but makes this chunk's updates depend on the
-            # previous scatter: without it XLA computes every chunk's updates
-            # before the first scatter and holds them all (1.8 GB instead of
-            # 0.27 GB at pool 7 on the standard benchmark). `nan_to_num` keeps
-            # a NaN or inf gradient from spreading through the product.
-            chunk_weight = chunk_weight + ops.nan_to_num(grad[0, 0]) * 0.0
-        updates = upstream[:, start:stop, :, None, :, None, :] * chunk_weight[..., None]
-        grad = ops.scatter_update(
-            grad, ops.reshape(index[:, start:stop], (-1, 1)), ops.reshape(updates, (-1, channels)), reduction="add"
-        )
-    return grad
+    box_taps = _box_taps(upstream, rows, y_corners, x_corners, sampling_ratio)
+    chunk = scatter_chunk_boxes(upstream.shape, sampling_ratio)
+    order = ops.argsort(box_taps["first"])
+    return _scatter_loop(box_taps, num_rows, chunk, ops.shape(order)[0], 0, order)
 
 
-def table_gradient(upstream, level, y_corners, x_corners, base, width, shapes, sampling_ratio):
-    """Gradient of the flattened table `[B, T, C]` that `roi_align._pool_maps` read.
+def map_scatter_gradients(upstream, level, y_corners, x_corners, shapes, sampling_ratio):
+    """Gradients of the maps themselves, one scatter loop per map.
+
+    The boxes are ordered by level and place (`argsort`), and the loop of map `l`
+    (`_scatter_loop`) walks the `n_l` boxes of that level, adding into a
+    `[B * H_l * W_l, C]` buffer that is the map's gradient once reshaped.
+    The maps' gradient then takes no more memory than the maps; splitting
+    the table's gradient into maps held both (178 MB each on the standard
+    benchmark).
+
+    Args:
+        upstream: float32 `[B, N, pool_h, pool_w, C]`, `N` static.
+        level: int32 `[B, N]`, index of each box's map.
+        y_corners, x_corners: the forward's `_sample_corners`.
+        shapes: static `(H, W)` of every map.
+
+    Returns:
+        List of float32 `[B, H, W, C]`, one per map.
+    """
+    num_boxes, channels = upstream.shape[1], upstream.shape[-1]
+    batch = ops.shape(upstream)[0]
+    if num_boxes == 0:
+        return [ops.zeros((batch, h, w, channels), "float32") for h, w in shapes]
+    y_index, _ = _axis_taps(y_corners, sampling_ratio)
+    width = ops.take(ops.convert_to_tensor([w for _, w in shapes], "int32"), level)
+    area = ops.take(ops.convert_to_tensor([h * w for h, w in shapes], "int32"), level)
+    # Rows within the box's own map, the batch flattened in: `[B * H_l * W_l, C]`.
+    origin = ops.arange(batch, dtype="int32")[:, None] * area
+    rows = origin[..., None, None] + y_index * width[..., None, None]
+    box_taps = _box_taps(upstream, rows, y_corners, x_corners, sampling_ratio)
+    level = ops.reshape(level, (-1,))
+    # By level, then by place in the map: each map's buffer rows start
+    # after the previous maps' in the sort key.
+    sizes = [batch * h * w for h, w in shapes]
+    starts = ops.stack([ops.cast(sum(sizes[:i]), "int32") for i in range(len(shapes))])
+    order = ops.argsort(ops.take(starts, level) + box_taps["first"])
+    sorted_level = ops.take(level, order)
+    # Every image holds `num_boxes` boxes, so the batch holds at least `chunk`.
+    chunk = scatter_chunk_boxes(upstream.shape, sampling_ratio)
+    grads = []
+    for index, (height, map_width) in enumerate(shapes):
+        count = ops.sum(ops.cast(ops.equal(sorted_level, index), "int32"))
+        offset = ops.sum(ops.cast(ops.less(sorted_level, index), "int32"))
+        grad = _scatter_loop(box_taps, batch * height * map_width, chunk, count, offset, order)
+        grads.append(ops.reshape(grad, (batch, height, map_width, channels)))
+    return grads
+
+
+def table_gradient(upstream, level, y_corners, x_corners, base, width, shapes, sampling_ratio, as_maps=False):
+    """Gradient of the flattened table `[B, T, C]` that `roi_align._pool_maps` read, or of its maps.
 
     Args:
         upstream: float32 `[B, N, pool_h, pool_w, C]`.
@@ -194,19 +311,26 @@ def table_gradient(upstream, level, y_corners, x_corners, base, width, shapes, s
             the batch flattened in, `[B * T, C]`.
         width: float32 `[B, N]`, width of the box's map.
         shapes: static `(H, W)` of every map, in table order.
+        as_maps: bool. Return the gradient of every map instead of the table's.
 
     Returns:
-        float32 `[B, T, C]`.
+        float32 `[B, T, C]`, or with `as_maps` a list of `[B, H, W, C]`.
     """
     batch, channels = ops.shape(upstream)[0], upstream.shape[-1]
     pool_size = tuple(upstream.shape[2:4])
     total = sum(h * w for h, w in shapes)
     if not dense_gradient_pays(shapes, pool_size, sampling_ratio):
+        if as_maps:
+            if level is None:
+                level = ops.zeros(ops.shape(base), "int32")
+            return map_scatter_gradients(upstream, level, y_corners, x_corners, shapes, sampling_ratio)
         flat = scatter_gradient(upstream, base, width, y_corners, x_corners, sampling_ratio, batch * total)
         return ops.reshape(flat, (batch, total, channels))
-    parts = []
+    maps = []
     for index, shape in enumerate(shapes):
         on_map = None if level is None else ops.cast(ops.equal(level, index), "float32")
-        grad = map_gradient(upstream, y_corners, x_corners, on_map, shape, sampling_ratio)
-        parts.append(ops.reshape(grad, (batch, shape[0] * shape[1], channels)))
+        maps.append(map_gradient(upstream, y_corners, x_corners, on_map, shape, sampling_ratio))
+    if as_maps:
+        return maps
+    parts = [ops.reshape(grad, (batch, h * w, channels)) for grad, (h, w) in zip(maps, shapes)]
     return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=1)

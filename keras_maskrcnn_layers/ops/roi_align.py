@@ -17,9 +17,10 @@ bilinear corners one gather of `[B, N, pool_h, pool_w, C]` is weighted and
 accumulated at once, so XLA fuses gather, multiply and add into one loop.
 
 Gradients flow to the features only, through the hand-written backward of
-`_roi_align_grad` (one weighted scatter-add per chunk of ROIs, or two
-matmuls per map on small maps) instead of the automatic gradient of the
-gathers.
+`_roi_align_grad` (a loop of weighted scatter-adds, a few ROIs per step, or
+two matmuls per map on small maps) instead of the automatic gradient of the
+gathers. Given the maps rather than a table, the backward writes each map's
+gradient directly, so the table is never differentiated and split.
 
 The pyramid is read as one table `[B, T, C]` (`flatten_pyramid`). Building
 it copies every map: on the standard benchmark 11-15 ms under TF XLA and
@@ -148,7 +149,7 @@ def _roi_align_flat(flat_features, boxes, base, height, width, scale, pool_size,
 
 
 
-def _pool_maps(table, shapes, boxes, scales, level_fn, pool_size, sampling_ratio, aligned):
+def _pool_maps(table, shapes, boxes, scales, level_fn, pool_size, sampling_ratio, aligned, valid_fn=None):
     """ROI Align of every box on its own map of a flattened pyramid.
 
     The forward is `_gather_pool` on the table. The gradient, when every
@@ -157,19 +158,30 @@ def _pool_maps(table, shapes, boxes, scales, level_fn, pool_size, sampling_ratio
 
     Args:
         table: `[B, T, C]`, the maps flattened row-major and concatenated
-            in order (`flatten_pyramid`).
+            in order (`flatten_pyramid`); or the list of maps `[B, H, W, C]`,
+            which the forward then flattens itself, so that the gradient is
+            computed for each map directly instead of for the table and then
+            split.
         shapes: `(H, W)` of every map in the table, ints or scalar tensors.
         boxes: float32 `[B, N, 4]`, yxyx pixels of the input image.
         scales: list of floats, pixels-to-map factor of each map.
         level_fn: `boxes -> int32 [B, N]` index of each box's map, or `None`
             for a single map.
+        valid_fn: `boxes -> float32 [B, N]`, 0 for boxes whose rows must be
+            zeros, or `None`. It scales the sampling weights, so the forward
+            gives zeros and the backward spreads nothing for those boxes, with
+            no separate multiply for XLA to keep apart from the backward.
 
     Returns:
         float32 `[B, N, pool_h, pool_w, C]`. Gradients flow to `table` only.
     """
 
+    maps = list(table) if isinstance(table, (list, tuple)) else None
+
     def forward(boxes, table):
         boxes = ops.stop_gradient(boxes)
+        if maps is not None:
+            table = flatten_pyramid(table)
         batch, num_boxes = ops.shape(boxes)[0], ops.shape(boxes)[1]
         heights, widths, offsets = [], [], []
         total = 0
@@ -192,6 +204,9 @@ def _pool_maps(table, shapes, boxes, scales, level_fn, pool_size, sampling_ratio
             scale = ops.take(ops.convert_to_tensor(scales, "float32"), level)
             base = image_base + ops.take(ops.stack(offsets), level)
         y_corners, x_corners = _sample_corners(boxes, height, width, scale, pool_size, sampling_ratio, aligned)
+        if valid_fn is not None:
+            valid = valid_fn(boxes)[..., None, None]
+            y_corners = y_corners[:2] + tuple(w * valid for w in y_corners[2:])
         out = _gather_pool(flat, base, width, y_corners, x_corners, sampling_ratio)
         return out, level, y_corners, x_corners, base, width
 
@@ -202,16 +217,17 @@ def _pool_maps(table, shapes, boxes, scales, level_fn, pool_size, sampling_ratio
     # Every tensor the forward reads is an argument, none captured: JAX's
     # custom VJP may not close over values being differentiated.
     @ops.custom_gradient
-    def pooled(boxes, table):
-        out, level, y_corners, x_corners, base, width = forward(boxes, table)
+    def pooled(boxes, *sources):
+        out, level, y_corners, x_corners, base, width = forward(boxes, sources if maps else sources[0])
 
         def grad_fn(*upstream, variables=None):
             g = ops.cast(upstream[0], "float32")
             grad = _roi_align_grad.table_gradient(
-                g, level, y_corners, x_corners, base, width, shapes, sampling_ratio
+                g, level, y_corners, x_corners, base, width, shapes, sampling_ratio, as_maps=maps is not None
             )
+            grad = grad if maps is not None else [grad]
             # The boxes are constants (API.md).
-            grads = (ops.zeros_like(boxes), ops.cast(grad, table.dtype))
+            grads = (ops.zeros_like(boxes),) + tuple(ops.cast(d, s.dtype) for d, s in zip(grad, sources))
             # TensorFlow passes `variables` only when the forward read some,
             # which it cannot: the table arrives as a tensor.
             if variables is not None:
@@ -220,7 +236,7 @@ def _pool_maps(table, shapes, boxes, scales, level_fn, pool_size, sampling_ratio
 
         return out, grad_fn
 
-    return pooled(boxes, table)
+    return pooled(boxes, *maps) if maps is not None else pooled(boxes, table)
 
 
 def _check_boxes_rank(boxes):
@@ -360,7 +376,8 @@ def multilevel_roi_align(
     boxes = ops.cast(ops.convert_to_tensor(boxes), "float32")
     _check_boxes_rank(boxes)
     if flat_features is None:
-        table = flatten_pyramid(features)
+        # Flattened inside, so that the backward writes each map's gradient.
+        table = [ops.cast(f, dtype) for f in features]
     else:
         table = ops.cast(check_table(flat_features, features), dtype)
     shapes = [tuple(ops.shape(f)[1:3]) for f in features]
@@ -368,8 +385,9 @@ def multilevel_roi_align(
     def level_fn(b):
         return assign_fpn_levels(b, min_level, max_level, canonical_size, canonical_level) - min_level
 
+    def valid_fn(b):
+        return ops.cast(ops.any(ops.not_equal(b, 0.0), axis=-1), "float32")
+
     scales = [2.0**-lvl for lvl in range(min_level, max_level + 1)]
-    out = _pool_maps(table, shapes, boxes, scales, level_fn, pool_size, sampling_ratio, bool(aligned))
-    real = ops.cast(ops.any(ops.not_equal(boxes, 0.0), axis=-1), "float32")
-    out = out * real[..., None, None, None]
+    out = _pool_maps(table, shapes, boxes, scales, level_fn, pool_size, sampling_ratio, bool(aligned), valid_fn)
     return ops.cast(out, dtype)

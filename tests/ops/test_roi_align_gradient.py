@@ -321,16 +321,21 @@ def test_no_gradient_flows_to_boxes(dense_calls):
 
 @pytest.fixture
 def scatter_calls(monkeypatch):
-    """Forces the scatter backward (whatever the maps' size) and records its calls."""
+    """Forces the scatter backward (whatever the maps' size) and records its calls.
+
+    The list gets `"table"` for each call of the table's loop
+    (`scatter_gradient`) and `"maps"` for the per-map loops.
+    """
     monkeypatch.setattr(grad_module, "DENSE_GRADIENT_MAX_COST_RATIO", 0.0)
     calls = []
-    scatter_gradient = grad_module.scatter_gradient
+    for name, kind in (("scatter_gradient", "table"), ("map_scatter_gradients", "maps")):
+        original = getattr(grad_module, name)
 
-    def counting(*args):
-        calls.append(1)
-        return scatter_gradient(*args)
+        def counting(*args, original=original, kind=kind):
+            calls.append(kind)
+            return original(*args)
 
-    monkeypatch.setattr(grad_module, "scatter_gradient", counting)
+        monkeypatch.setattr(grad_module, name, counting)
     return calls
 
 
@@ -340,14 +345,38 @@ def test_multilevel_scatter(monkeypatch, scatter_calls, aligned, sampling_ratio,
     check_multilevel_gradient(
         monkeypatch, sampling_ratio + 40, aligned, sampling_ratio, pool, scatter_calls, "scatter", []
     )
+    assert set(scatter_calls) == {"maps"}, "the maps' gradient comes from the per-map loops"
 
 
-# A box's updates: batch 2 * 4 x 2 bins * 16 taps * 2 channels * 4 bytes = 2048 bytes.
-@pytest.mark.parametrize(
-    "chunk_bytes, max_chunks, sizes",
-    [(5 * 2048, 32, [5, 5, 4]), (1, 32, [1] * 14), (1, 4, [4, 4, 4, 2]), (2**30, 32, [14])],
-)
-def test_scatter_chunked_and_compiled(monkeypatch, scatter_calls, chunk_bytes, max_chunks, sizes):
+@pytest.mark.parametrize("batch", [1, 2])
+def test_scatter_table_gradient_equals_maps_gradient(scatter_calls, batch):
+    """`flat_features` takes the table's loop; its gradient is the maps' gradient, flattened."""
+    features, boxes, rng = pyramid_case(25, batch=batch)
+    upstream = rng.normal(size=(*boxes.shape[:2], 3, 4, 2)).astype("float32")
+
+    def from_maps(x):
+        return keras.ops.sum(kml_ops.multilevel_roi_align(unflatten(x, features), boxes, (3, 4)) * upstream)
+
+    def from_table(table):
+        pooled = kml_ops.multilevel_roi_align(features, boxes, (3, 4), flat_features=table)
+        return keras.ops.sum(pooled * upstream)
+
+    table = np.concatenate([f.reshape(batch, -1, 2) for f in features], axis=1)
+    table_grad = grad(compiled(from_table), table)
+    assert scatter_calls == ["table"]
+    map_grads = grad(compiled(from_maps), flatten(features))
+    assert scatter_calls == ["table", "maps"]
+    parts = np.split(map_grads, np.cumsum([f.size for f in features])[:-1])
+    expected = np.concatenate([p.reshape(batch, -1, 2) for p in parts], axis=1)
+    assert_gradients_close(table_grad, expected)
+    assert np.any(table_grad != 0)
+
+
+# One box's updates: 4 x 2 bins * 16 taps * 2 channels * 4 bytes = 1024 bytes;
+# 14 boxes per image. 5 boxes per step leaves a last step shifted back over
+# box 9, which must add nothing twice.
+@pytest.mark.parametrize("chunk_bytes, chunk", [(5 * 1024, 5), (1, 1), (7 * 1024 + 1, 7), (2**30, 14)])
+def test_scatter_loop_steps_and_compiled(monkeypatch, scatter_calls, chunk_bytes, chunk):
     features, boxes, rng = pyramid_case(22)
     upstream = rng.normal(size=(*boxes.shape[:2], 4, 2, 2)).astype("float32")
 
@@ -357,25 +386,37 @@ def test_scatter_chunked_and_compiled(monkeypatch, scatter_calls, chunk_bytes, m
     x = flatten(features)
     reference = automatic_gradient(monkeypatch, loss, x, [])
     monkeypatch.setattr(grad_module, "SCATTER_CHUNK_BYTES", chunk_bytes)
-    monkeypatch.setattr(grad_module, "MAX_SCATTER_CHUNKS", max_chunks)
-    chunks = []
+    assert grad_module.scatter_chunk_boxes(upstream.shape, 2) == chunk
+    updates_rows = []
     scatter_update = keras.ops.scatter_update
 
     def counting(inputs, indices, updates, reduction=None):
-        chunks.append(updates.shape[0])
+        updates_rows.append(updates.shape[0])
         return scatter_update(inputs, indices, updates, reduction=reduction)
 
     monkeypatch.setattr(grad_module.ops, "scatter_update", counting)
     assert_gradients_close(grad(loss, x), reference)
-    # Each chunk scatters 2 images * 8 bins * 16 taps = 256 updates per box.
-    assert [n // 256 for n in chunks] == sizes
+    # Every step scatters `chunk` boxes * 8 bins * 16 taps.
+    assert updates_rows and set(updates_rows) == {chunk * 128}
     scatter_calls.clear()
     assert_gradients_close(grad(compiled(loss), x), reference)
     assert scatter_calls, "the compiled gradient did not run the scatter backward"
 
 
+def test_scatter_gradient_of_no_boxes_is_zero(scatter_calls):
+    features, boxes, _ = pyramid_case(24)
+    no_boxes = boxes[:, :0]
+
+    def loss(x):
+        return keras.ops.sum(kml_ops.multilevel_roi_align(unflatten(x, features), no_boxes, 3))
+
+    table = grad(loss, flatten(features))
+    assert scatter_calls
+    np.testing.assert_array_equal(table, 0.0)
+
+
 def test_scatter_gradient_of_nan_stays_where_it_is(monkeypatch, scatter_calls):
-    """The chunks' ordering term adds 0 and must not spread a NaN from one chunk to the next."""
+    """A NaN upstream reaches only the taps of its own bin, whichever step of the loop it is in."""
     features, boxes, _ = pyramid_case(23, batch=1)
     boxes[0, 0] = (0.0, 0.0, 20.0, 20.0)  # level 2, its taps include the table's row 0
     monkeypatch.setattr(grad_module, "SCATTER_CHUNK_BYTES", 1)  # one box per chunk
