@@ -15,15 +15,16 @@ replaces it with one of two formulations:
   for the table, `map_scatter_gradients` for the maps). Each step's updates
   stay in cache (`SCATTER_CHUNK_BYTES`). On the standard benchmark (1024 px,
   P2..P5, 256 channels, 2 x 1000 ROIs, sampling ratio 2, 2 CPU cores, JAX)
-  forward + backward of the table takes 122 ms at pool 7 and 290 ms at pool
-  14, with 187 MB of XLA buffers; the automatic gradient of the gathers
-  takes 3.5 GB (pool 7) and 13 GB (pool 14) of allocator peak.
+  forward + backward of the table takes 85 ms at pool 7 and 245 ms at pool
+  14, with 188 / 187 MB of XLA buffers (the README's table); the automatic
+  gradient of the gathers takes 3.5 GB (pool 7) and 13 GB (pool 14) of
+  allocator peak.
 
 The loops are written for XLA, which updates the buffer in place at every
 step. Without XLA, TensorFlow copies the whole buffer at every step
 (`tensor_scatter_nd_add` cannot reuse a loop variable's memory): forward +
-backward on the standard benchmark then takes 3.6 s at pool 7 instead of
-about 0.2 s.
+backward on the standard benchmark then takes 1.8 s at pool 7 and 8.5 s at
+pool 14, against 0.09 s and 0.27 s under XLA.
 
 The module-level settings are read at trace time, so tests may patch them.
 """
@@ -133,10 +134,13 @@ def map_gradient(upstream, y_corners, x_corners, on_map, map_shape, sampling_rat
 # Bytes of the weighted updates `[n, 2S * pool_h, 2S * pool_w, C]` that one
 # step of the scatter backward's loop computes and scatters, `n` boxes at a
 # time: small enough to stay in cache between the multiply that writes them
-# and the scatter that reads them. Measured on the standard benchmark (JAX,
-# 2 CPU cores, sampling ratio 2): fwd+bwd at pool 7 takes 143 / 122 / 139 /
-# 172 ms with steps of 3 / 6 / 13 / 31 MB, and 197 ms with the chunks of 64 MB
-# unrolled into the graph that this loop replaced.
+# and the scatter that reads them. Measured on the standard benchmark (2 CPU
+# cores, sampling ratio 2, fwd+bwd of the maps, JAX): at pool 7, steps of 4
+# to 12 MB (5 to 15 boxes) all take 73-77 ms; at pool 14 (3.2 MB a box), one
+# box a step takes 247 ms, two (8 MB) 218 ms, three 222 ms. TensorFlow XLA:
+# 8 and 12 MB within 3 %. The 64 MB chunks unrolled into the graph that this
+# loop replaced took 197 ms at pool 7 in an earlier run, steps of 3 / 6 /
+# 13 / 31 MB 143 / 122 / 139 / 172 ms (before the boxes were sorted).
 SCATTER_CHUNK_BYTES = 8 * 2**20
 
 
@@ -158,18 +162,18 @@ def scatter_chunk_boxes(upstream_shape, sampling_ratio):
     return max(1, min(num_boxes, SCATTER_CHUNK_BYTES // per_box))
 
 
-def _box_taps(upstream, rows, y_corners, x_corners, sampling_ratio):
+def _box_taps(upstream, rows, y_weight, x_corners, sampling_ratio):
     """What the scatter loops read of each box, the batch flattened in: `[B * N, ...]` tensors.
 
     `rows` is int32 `[B, N, pool_h, 2S]`, the buffer row of each y tap's
-    column 0. `"first"` is the buffer row of each box's first tap, by which
-    the loops order the boxes: neighbours in the buffer then share a step
-    and its rows stay in cache (at pool 7, 92 ms instead of 110 ms for the
-    standard benchmark's fwd+bwd on JAX; at pool 14, 263 ms instead of 300).
+    column 0, and `y_weight` the weight of each y tap (`_axis_taps`).
+    `"first"` is the buffer row of each box's first tap, by which the loops
+    order the boxes: neighbours in the buffer then share a step and its rows
+    stay in cache (at pool 7, 92 ms instead of 110 ms for the standard
+    benchmark's fwd+bwd on JAX; at pool 14, 263 ms instead of 300).
     """
     _, _, pool_h, pool_w, channels = upstream.shape
     taps = 2 * sampling_ratio
-    _, y_weight = _axis_taps(y_corners, sampling_ratio)
     x_index, x_weight = _axis_taps(x_corners, sampling_ratio)
     return {
         "rows": ops.reshape(rows, (-1, pool_h, taps)),
@@ -212,6 +216,7 @@ def _scatter_loop(box_taps, num_rows, chunk, count, offset=0, order=None):
         index = ops.where(fresh[:, None, None, None, None], index, 0)
         weight = part["y_weight"][:, :, :, None, None] * part["x_weight"][:, None, None, :, :]
         updates = part["upstream"][:, :, None, :, None, :] * weight[..., None]
+        # `where`, not a product: a NaN of a repeated box must not reach row 0.
         updates = ops.where(fresh[:, None, None, None, None, None], updates, 0.0)
         return ops.scatter_update(
             grad, ops.reshape(index, (-1, 1)), ops.reshape(updates, (-1, channels)), reduction="add"
@@ -221,15 +226,56 @@ def _scatter_loop(box_taps, num_rows, chunk, count, offset=0, order=None):
     return ops.fori_loop(0, steps, step, ops.zeros((num_rows, channels), "float32"))
 
 
+def _scatter_buffers(upstream, buffer, origin, width, y_corners, x_corners, sampling_ratio, sizes):
+    """The scatter loops shared by the table's and the maps' gradients.
+
+    Box `(b, n)` adds into buffer `buffer[b, n]` (of `len(sizes)`), whose
+    rows of its map start at `origin[b, n]` and are `width[b, n]` apart. The
+    boxes are argsorted by buffer, then by the row of their first tap, and
+    one `_scatter_loop` per buffer walks that buffer's boxes.
+
+    Args:
+        upstream: float32 `[B, N, pool_h, pool_w, C]`, `N` static.
+        buffer: int32 `[B, N]`, or `None` for a single buffer.
+        origin, width: int32 `[B, N]`.
+        sizes: rows of every buffer, ints or int32 scalars.
+
+    Returns:
+        List of float32 `[size, C]`, one per buffer.
+    """
+    num_boxes, channels = upstream.shape[1], upstream.shape[-1]
+    if num_boxes == 0:
+        return [ops.zeros((size, channels), "float32") for size in sizes]
+    y_index, y_weight = _axis_taps(y_corners, sampling_ratio)
+    rows = origin[..., None, None] + y_index * width[..., None, None]
+    box_taps = _box_taps(upstream, rows, y_weight, x_corners, sampling_ratio)
+    # Every image holds `num_boxes` boxes, so the batch holds at least `chunk`.
+    chunk = scatter_chunk_boxes(upstream.shape, sampling_ratio)
+    if buffer is None:
+        order = ops.argsort(box_taps["first"])
+        return [_scatter_loop(box_taps, sizes[0], chunk, ops.shape(order)[0], 0, order)]
+    # Each buffer's rows start after the previous buffers' in the sort key.
+    starts = ops.stack([ops.cast(sum(sizes[:i]), "int32") for i in range(len(sizes))])
+    buffer = ops.reshape(buffer, (-1,))
+    order = ops.argsort(ops.take(starts, buffer) + box_taps["first"])
+    sorted_buffer = ops.take(buffer, order)
+    grads = []
+    for index, size in enumerate(sizes):
+        count = ops.sum(ops.cast(ops.equal(sorted_buffer, index), "int32"))
+        offset = ops.sum(ops.cast(ops.less(sorted_buffer, index), "int32"))
+        grads.append(_scatter_loop(box_taps, size, chunk, count, offset, order))
+    return grads
+
+
 def scatter_gradient(upstream, base, width, y_corners, x_corners, sampling_ratio, num_rows):
     """Gradient of the flattened feature table: a loop of weighted scatter-adds, a few boxes at a time.
 
     Every bin spreads its upstream gradient over the `(2S)^2` bilinear taps
     of its samples, weighted as in the forward. The loop (`_scatter_loop`)
     walks the boxes of the whole batch, in the order of their place in the
-    table, `scatter_chunk_boxes` at a time, so
-    nothing of size `N` is held beyond the upstream, each step's updates
-    stay in cache, and the graph has one scatter whatever `N`.
+    table, `scatter_chunk_boxes` at a time, so nothing of size `N` is held
+    beyond the upstream, each step's updates stay in cache, and the graph
+    has one scatter whatever `N`.
 
     Args:
         upstream: float32 `[B, N, pool_h, pool_w, C]`, `N` static.
@@ -241,21 +287,14 @@ def scatter_gradient(upstream, base, width, y_corners, x_corners, sampling_ratio
     Returns:
         float32 `[num_rows, C]`.
     """
-    num_boxes, channels = upstream.shape[1], upstream.shape[-1]
-    if num_boxes == 0:
-        return ops.zeros((num_rows, channels), "float32")
-    y_index, _ = _axis_taps(y_corners, sampling_ratio)
-    rows = base[..., None, None] + y_index * ops.cast(width, "int32")[..., None, None]
-    box_taps = _box_taps(upstream, rows, y_corners, x_corners, sampling_ratio)
-    chunk = scatter_chunk_boxes(upstream.shape, sampling_ratio)
-    order = ops.argsort(box_taps["first"])
-    return _scatter_loop(box_taps, num_rows, chunk, ops.shape(order)[0], 0, order)
+    width = ops.cast(width, "int32")
+    return _scatter_buffers(upstream, None, base, width, y_corners, x_corners, sampling_ratio, [num_rows])[0]
 
 
 def map_scatter_gradients(upstream, level, y_corners, x_corners, shapes, sampling_ratio):
     """Gradients of the maps themselves, one scatter loop per map.
 
-    The boxes are ordered by level and place (`argsort`), and the loop of map `l`
+    The boxes are ordered by level and place, and the loop of map `l`
     (`_scatter_loop`) walks the `n_l` boxes of that level, adding into a
     `[B * H_l * W_l, C]` buffer that is the map's gradient once reshaped.
     The maps' gradient then takes no more memory than the maps; splitting
@@ -271,33 +310,14 @@ def map_scatter_gradients(upstream, level, y_corners, x_corners, shapes, samplin
     Returns:
         List of float32 `[B, H, W, C]`, one per map.
     """
-    num_boxes, channels = upstream.shape[1], upstream.shape[-1]
-    batch = ops.shape(upstream)[0]
-    if num_boxes == 0:
-        return [ops.zeros((batch, h, w, channels), "float32") for h, w in shapes]
-    y_index, _ = _axis_taps(y_corners, sampling_ratio)
+    batch, channels = ops.shape(upstream)[0], upstream.shape[-1]
     width = ops.take(ops.convert_to_tensor([w for _, w in shapes], "int32"), level)
     area = ops.take(ops.convert_to_tensor([h * w for h, w in shapes], "int32"), level)
     # Rows within the box's own map, the batch flattened in: `[B * H_l * W_l, C]`.
     origin = ops.arange(batch, dtype="int32")[:, None] * area
-    rows = origin[..., None, None] + y_index * width[..., None, None]
-    box_taps = _box_taps(upstream, rows, y_corners, x_corners, sampling_ratio)
-    level = ops.reshape(level, (-1,))
-    # By level, then by place in the map: each map's buffer rows start
-    # after the previous maps' in the sort key.
     sizes = [batch * h * w for h, w in shapes]
-    starts = ops.stack([ops.cast(sum(sizes[:i]), "int32") for i in range(len(shapes))])
-    order = ops.argsort(ops.take(starts, level) + box_taps["first"])
-    sorted_level = ops.take(level, order)
-    # Every image holds `num_boxes` boxes, so the batch holds at least `chunk`.
-    chunk = scatter_chunk_boxes(upstream.shape, sampling_ratio)
-    grads = []
-    for index, (height, map_width) in enumerate(shapes):
-        count = ops.sum(ops.cast(ops.equal(sorted_level, index), "int32"))
-        offset = ops.sum(ops.cast(ops.less(sorted_level, index), "int32"))
-        grad = _scatter_loop(box_taps, batch * height * map_width, chunk, count, offset, order)
-        grads.append(ops.reshape(grad, (batch, height, map_width, channels)))
-    return grads
+    grads = _scatter_buffers(upstream, level, origin, width, y_corners, x_corners, sampling_ratio, sizes)
+    return [ops.reshape(grad, (batch, h, w, channels)) for grad, (h, w) in zip(grads, shapes)]
 
 
 def table_gradient(upstream, level, y_corners, x_corners, base, width, shapes, sampling_ratio, as_maps=False):

@@ -173,7 +173,8 @@ def _pool_maps(table, shapes, boxes, scales, level_fn, pool_size, sampling_ratio
             no separate multiply for XLA to keep apart from the backward.
 
     Returns:
-        float32 `[B, N, pool_h, pool_w, C]`. Gradients flow to `table` only.
+        float32 `[B, N, pool_h, pool_w, C]`. Gradients flow to `table` (to
+        each map when given the maps), not to `boxes`.
     """
 
     maps = list(table) if isinstance(table, (list, tuple)) else None

@@ -286,7 +286,9 @@ def test_multilevel_chunked_and_compiled(monkeypatch, dense_calls, chunk_bytes, 
     assert_gradients_close(under_xla, reference)
 
 
-def test_multilevel_low_precision(dense_calls):
+@pytest.mark.parametrize("path", ["dense", "scatter"])
+def test_multilevel_low_precision(request, path):
+    calls = request.getfixturevalue(f"{path}_calls")
     features, boxes, rng = pyramid_case(3)
     upstream = rng.normal(size=(*boxes.shape[:2], 3, 3, 2)).astype("float32")
 
@@ -302,7 +304,7 @@ def test_multilevel_low_precision(dense_calls):
     x = flatten(features)
     full = grad(loss("float32"), x)
     low = grad(loss("bfloat16"), x)
-    assert dense_calls
+    assert calls, f"the {path} backward did not run"
     np.testing.assert_allclose(low, full, atol=0.05 * np.abs(full).max())
 
 
@@ -372,9 +374,35 @@ def test_scatter_table_gradient_equals_maps_gradient(scatter_calls, batch):
     assert np.any(table_grad != 0)
 
 
-# One box's updates: 4 x 2 bins * 16 taps * 2 channels * 4 bytes = 1024 bytes;
-# 14 boxes per image. 5 boxes per step leaves a last step shifted back over
-# box 9, which must add nothing twice.
+def level_counts(boxes):
+    """Boxes of every level over the whole batch: what each per-map loop walks."""
+    levels = to_numpy(kml_ops.assign_fpn_levels(boxes)).reshape(-1)
+    return np.bincount(levels - LEVELS[0], minlength=len(LEVELS))
+
+
+@pytest.mark.parametrize("chunk_bytes, chunk", [(5 * 1024, 5), (9 * 1024, 9)])
+def test_scatter_table_loop_against_automatic_gradient(monkeypatch, scatter_calls, chunk_bytes, chunk):
+    """`flat_features`: one loop over the 28 boxes of the batch, the last step shifted back."""
+    features, boxes, rng = pyramid_case(26)
+    upstream = rng.normal(size=(*boxes.shape[:2], 4, 2, 2)).astype("float32")
+    table = np.concatenate([f.reshape(2, -1, 2) for f in features], axis=1)
+    assert boxes.shape[0] * boxes.shape[1] % chunk != 0
+
+    def loss(t):
+        return keras.ops.sum(kml_ops.multilevel_roi_align(features, boxes, (4, 2), flat_features=t) * upstream)
+
+    reference = automatic_gradient(monkeypatch, loss, table, [])
+    monkeypatch.setattr(grad_module, "SCATTER_CHUNK_BYTES", chunk_bytes)
+    assert grad_module.scatter_chunk_boxes(upstream.shape, 2) == chunk
+    assert_gradients_close(grad(loss, table), reference)
+    assert_gradients_close(grad(compiled(loss), table), reference)
+    assert scatter_calls == ["table", "table"]
+
+
+# One box's updates: 4 x 2 bins * 16 taps * 2 channels * 4 bytes = 1024 bytes.
+# Each map's loop walks that level's boxes of the whole batch; at 5 and 7 per
+# step some level leaves a remainder, so its last step is shifted back over
+# boxes already added, which must add nothing twice.
 @pytest.mark.parametrize("chunk_bytes, chunk", [(5 * 1024, 5), (1, 1), (7 * 1024 + 1, 7), (2**30, 14)])
 def test_scatter_loop_steps_and_compiled(monkeypatch, scatter_calls, chunk_bytes, chunk):
     features, boxes, rng = pyramid_case(22)
@@ -384,6 +412,9 @@ def test_scatter_loop_steps_and_compiled(monkeypatch, scatter_calls, chunk_bytes
         return keras.ops.sum(kml_ops.multilevel_roi_align(unflatten(x, features), boxes, (4, 2)) * upstream)
 
     x = flatten(features)
+    if chunk in (5, 7):
+        # Some level's loop has a last step shifted back over boxes already added.
+        assert np.any(level_counts(boxes) % chunk != 0)
     reference = automatic_gradient(monkeypatch, loss, x, [])
     monkeypatch.setattr(grad_module, "SCATTER_CHUNK_BYTES", chunk_bytes)
     assert grad_module.scatter_chunk_boxes(upstream.shape, 2) == chunk
@@ -403,23 +434,30 @@ def test_scatter_loop_steps_and_compiled(monkeypatch, scatter_calls, chunk_bytes
     assert scatter_calls, "the compiled gradient did not run the scatter backward"
 
 
-def test_scatter_gradient_of_no_boxes_is_zero(scatter_calls):
+@pytest.mark.parametrize("source", ["maps", "table"])
+def test_scatter_gradient_of_no_boxes_is_zero(scatter_calls, source):
     features, boxes, _ = pyramid_case(24)
     no_boxes = boxes[:, :0]
 
     def loss(x):
-        return keras.ops.sum(kml_ops.multilevel_roi_align(unflatten(x, features), no_boxes, 3))
+        if source == "maps":
+            return keras.ops.sum(kml_ops.multilevel_roi_align(unflatten(x, features), no_boxes, 3))
+        table = keras.ops.reshape(x, (2, -1, 2))
+        return keras.ops.sum(kml_ops.multilevel_roi_align(features, no_boxes, 3, flat_features=table))
 
-    table = grad(loss, flatten(features))
-    assert scatter_calls
-    np.testing.assert_array_equal(table, 0.0)
+    gradient = grad(loss, flatten(features))
+    assert scatter_calls == [source]
+    np.testing.assert_array_equal(gradient, 0.0)
 
 
-def test_scatter_gradient_of_nan_stays_where_it_is(monkeypatch, scatter_calls):
+# One box per step; or all 14 in one step, so that every level's loop also
+# reads the boxes of the levels before it (masked out), the NaN box among them.
+@pytest.mark.parametrize("chunk_bytes", [1, 2**30])
+def test_scatter_gradient_of_nan_stays_where_it_is(monkeypatch, scatter_calls, chunk_bytes):
     """A NaN upstream reaches only the taps of its own bin, whichever step of the loop it is in."""
     features, boxes, _ = pyramid_case(23, batch=1)
     boxes[0, 0] = (0.0, 0.0, 20.0, 20.0)  # level 2, its taps include the table's row 0
-    monkeypatch.setattr(grad_module, "SCATTER_CHUNK_BYTES", 1)  # one box per chunk
+    monkeypatch.setattr(grad_module, "SCATTER_CHUNK_BYTES", chunk_bytes)
 
     def table_gradient(upstream):
         def loss(x):
