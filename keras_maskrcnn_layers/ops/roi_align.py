@@ -23,10 +23,10 @@ gathers. Given the maps rather than a table, the backward writes each map's
 gradient directly, so the table is never differentiated and split.
 
 The pyramid is read as one table `[B, T, C]` (`flatten_pyramid`). Building
-it copies every map: on the standard benchmark 11-15 ms under TF XLA and
+it copies every map: on the standard benchmark 10-15 ms under TF XLA and
 under `jax.jit` (with the benchmarks' malloc settings; see
 benchmarks/README.md), close to pooling its 2 x 1000 boxes at pool 7 with
-one sample per bin (18-21 ms). A model whose heads pool the same pyramid several
+one sample per bin (15-21 ms). A model whose heads pool the same pyramid several
 times flattens it once and passes the table as `flat_features`.
 
 With `box_indices` (ground-truth mask crops, which need no gradient) the
