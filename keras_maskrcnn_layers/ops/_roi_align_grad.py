@@ -185,7 +185,7 @@ def _box_taps(upstream, rows, y_weight, x_corners, sampling_ratio):
     }
 
 
-def _scatter_loop(box_taps, num_rows, chunk, count, offset=0, order=None):
+def _scatter_loop(box_taps, num_rows, chunk, count, offset, order):
     """Adds the taps of boxes `offset .. offset + count - 1` (of `order`) into a zero `[num_rows, C]` buffer.
 
     Each step takes `chunk` boxes, builds their `[chunk, pool_h, 2S,
@@ -197,7 +197,7 @@ def _scatter_loop(box_taps, num_rows, chunk, count, offset=0, order=None):
         box_taps: `_box_taps`.
         chunk: static int, boxes per step, at most the number of boxes.
         count, offset: int32 scalars.
-        order: int32 `[B * N]` permutation of the boxes, or `None`.
+        order: int32 `[B * N]` permutation of the boxes.
     """
     box_taps = {name: value for name, value in box_taps.items() if name != "first"}
     channels = box_taps["upstream"].shape[-1]
@@ -207,9 +207,7 @@ def _scatter_loop(box_taps, num_rows, chunk, count, offset=0, order=None):
         first = offset + i * chunk
         position = ops.minimum(first, offset + count - chunk) + ops.arange(chunk, dtype="int32")
         fresh = ops.logical_and(position >= first, position < offset + count)
-        boxes = ops.clip(position, 0, total - 1)
-        if order is not None:
-            boxes = ops.take(order, boxes)
+        boxes = ops.take(order, ops.clip(position, 0, total - 1))
         part = {name: ops.take(value, boxes, axis=0) for name, value in box_taps.items()}
         # [n, pool_h, 2S, 1, 1] + [n, 1, 1, pool_w, 2S] -> [n, pool_h, 2S, pool_w, 2S]
         index = part["rows"][:, :, :, None, None] + part["x_index"][:, None, None, :, :]
@@ -236,7 +234,7 @@ def _scatter_buffers(upstream, buffer, origin, width, y_corners, x_corners, samp
 
     Args:
         upstream: float32 `[B, N, pool_h, pool_w, C]`, `N` static.
-        buffer: int32 `[B, N]`, or `None` for a single buffer.
+        buffer: int32 `[B, N]`, the buffer of each box.
         origin, width: int32 `[B, N]`.
         sizes: rows of every buffer, ints or int32 scalars.
 
@@ -251,9 +249,6 @@ def _scatter_buffers(upstream, buffer, origin, width, y_corners, x_corners, samp
     box_taps = _box_taps(upstream, rows, y_weight, x_corners, sampling_ratio)
     # Every image holds `num_boxes` boxes, so the batch holds at least `chunk`.
     chunk = scatter_chunk_boxes(upstream.shape, sampling_ratio)
-    if buffer is None:
-        order = ops.argsort(box_taps["first"])
-        return [_scatter_loop(box_taps, sizes[0], chunk, ops.shape(order)[0], 0, order)]
     # Each buffer's rows start after the previous buffers' in the sort key.
     starts = ops.stack([ops.cast(sum(sizes[:i]), "int32") for i in range(len(sizes))])
     buffer = ops.reshape(buffer, (-1,))
@@ -288,7 +283,8 @@ def scatter_gradient(upstream, base, width, y_corners, x_corners, sampling_ratio
         float32 `[num_rows, C]`.
     """
     width = ops.cast(width, "int32")
-    return _scatter_buffers(upstream, None, base, width, y_corners, x_corners, sampling_ratio, [num_rows])[0]
+    buffer = ops.zeros_like(base)
+    return _scatter_buffers(upstream, buffer, base, width, y_corners, x_corners, sampling_ratio, [num_rows])[0]
 
 
 def map_scatter_gradients(upstream, level, y_corners, x_corners, shapes, sampling_ratio):

@@ -217,6 +217,11 @@ def flatten(arrays):
     return np.concatenate([a.reshape(-1) for a in arrays])
 
 
+def as_table(maps):
+    """The `[B, T, C]` table of `flatten_pyramid`, in NumPy."""
+    return np.concatenate([m.reshape(m.shape[0], -1, m.shape[-1]) for m in maps], axis=1)
+
+
 def unflatten(x, like):
     parts, start = [], 0
     for a in like:
@@ -363,13 +368,13 @@ def test_scatter_table_gradient_equals_maps_gradient(scatter_calls, batch):
         pooled = kml_ops.multilevel_roi_align(features, boxes, (3, 4), flat_features=table)
         return keras.ops.sum(pooled * upstream)
 
-    table = np.concatenate([f.reshape(batch, -1, 2) for f in features], axis=1)
+    table = as_table(features)
     table_grad = grad(compiled(from_table), table)
     assert scatter_calls == ["table"]
     map_grads = grad(compiled(from_maps), flatten(features))
     assert scatter_calls == ["table", "maps"]
     parts = np.split(map_grads, np.cumsum([f.size for f in features])[:-1])
-    expected = np.concatenate([p.reshape(batch, -1, 2) for p in parts], axis=1)
+    expected = as_table([p.reshape(f.shape) for p, f in zip(parts, features)])
     assert_gradients_close(table_grad, expected)
     assert np.any(table_grad != 0)
 
@@ -385,7 +390,7 @@ def test_scatter_table_loop_against_automatic_gradient(monkeypatch, scatter_call
     """`flat_features`: one loop over the 28 boxes of the batch, the last step shifted back."""
     features, boxes, rng = pyramid_case(26)
     upstream = rng.normal(size=(*boxes.shape[:2], 4, 2, 2)).astype("float32")
-    table = np.concatenate([f.reshape(2, -1, 2) for f in features], axis=1)
+    table = as_table(features)
     assert boxes.shape[0] * boxes.shape[1] % chunk != 0
 
     def loss(t):
