@@ -28,6 +28,11 @@ JAX rows the buffers XLA assigned to the compiled step. The script restarts
 itself under the malloc settings of `_common.BENCHMARK_MALLOC_ENV` (unless
 `--system-malloc`), with which glibc keeps freed memory as well.
 
+Below the timings, a second table counts the memory traffic of each
+forward from the boxes alone (`traffic_rows`): the feature-map pixels its
+gathers must read, the output it writes and the whole tensors it copies.
+`--traffic-only` prints that table without timing anything.
+
 Run `python benchmarks/roi_align.py --help` for the options, or import
 `run_benchmark` and `format_table` from another script.
 """
@@ -455,6 +460,159 @@ def _tensorflow_rows(workload, pool_sizes, sampling_ratios, include_backward, wa
 
 
 # --------------------------------------------------------------------------
+# Memory traffic of the forward: a count from the boxes, not a measurement
+
+
+def _distinct_per_row(values):
+    """Number of distinct non-negative values in each row of an int array; -1 marks no read."""
+    ordered = np.sort(values, axis=1)
+    fresh = np.concatenate(
+        [ordered[:, :1] >= 0, (ordered[:, 1:] != ordered[:, :-1]) & (ordered[:, 1:] >= 0)], axis=1
+    )
+    return fresh.sum(axis=1)
+
+
+def roi_align_axis_reads(start, end, size, pool, sampling_ratio):
+    """Rows (or columns) of one map axis that the layer's gathers read, per box.
+
+    Every sample's two bilinear corners are read, those of samples outside
+    the map too (their weight is zero, their index clamped), as the gathers
+    of `kml.ops.roi_align` do.
+
+    Args:
+        start, end: float `[N]`, box edges in map pixels, after the
+            half-pixel shift of `aligned=True`.
+        size: `[N]`, length of the axis on each box's map.
+
+    Returns:
+        int `[N]`.
+    """
+    # In float32 and in the order of `_sample_corners`, for the same reason
+    # as in `crop_and_resize_axis_reads`.
+    start, end = np.asarray(start, np.float32), np.asarray(end, np.float32)
+    samples = (np.arange(sampling_ratio, dtype=np.float32) + np.float32(0.5)) / np.float32(sampling_ratio)
+    grid = (np.arange(pool, dtype=np.float32)[:, None] + samples[None, :]).ravel()
+    coord = np.maximum(start[:, None] + ((end - start) / np.float32(pool))[:, None] * grid, np.float32(0))
+    last = np.asarray(size, np.float32)[:, None] - 1
+    low = np.minimum(np.floor(coord), last)
+    high = np.minimum(low + 1, last)
+    return _distinct_per_row(np.concatenate([low, high], axis=1).astype(np.int64))
+
+
+def crop_and_resize_axis_reads(start, end, size, pool):
+    """The same for `tf.image.crop_and_resize`, whose samples outside the map read nothing.
+
+    Args:
+        start, end: float `[N]`, box edges in `[0, 1]` map coordinates.
+        size: `[N]`, length of the axis on each box's map.
+
+    Returns:
+        int `[N]`.
+    """
+    # In float32 and in the kernel's order of operations: a box ending on
+    # the image's edge then reads the last two columns, as the kernel does.
+    start, end = np.asarray(start, np.float32), np.asarray(end, np.float32)
+    last = np.asarray(size, np.float32) - 1
+    if pool > 1:
+        step = (end - start) * last / np.float32(pool - 1)
+        coord = (start * last)[:, None] + np.arange(pool, dtype=np.float32) * step[:, None]
+    else:
+        coord = (np.float32(0.5) * (start + end) * last)[:, None]
+    size = last + 1
+    inside = np.tile((coord >= 0) & (coord <= size[:, None] - 1), 2)
+    rows = np.where(inside, np.concatenate([np.floor(coord), np.ceil(coord)], axis=1), -1)
+    return _distinct_per_row(rows.astype(np.int64))
+
+
+def feature_mb_read(workload, pool, sampling_ratio=None):
+    """MB of feature-map pixels one forward reads from memory, at the least.
+
+    For every box, the distinct pixels of its map that its gathers touch,
+    times the bytes of a pixel's channels, summed over the boxes: a pixel
+    read again for another box is counted again, since in the caller's box
+    order it has usually left the cache by then. `sampling_ratio=None`
+    counts the baseline (one sample per bin, not aligned, rounded level
+    rule, as `matterport_style_roi_align`).
+    """
+    boxes = make_boxes(workload).reshape(-1, 4)
+    image_size = workload["image_size"]
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    if sampling_ratio is None:
+        with np.errstate(divide="ignore"):
+            level = 4 + np.round(np.log2(np.sqrt(area) / 224.0))
+    else:
+        # FPN Eqn. 1 by its area thresholds, as `kml.ops.assign_fpn_levels`.
+        level = LEVELS[0] + sum(area >= (224.0 * 2.0 ** (lvl - 4)) ** 2 for lvl in LEVELS[1:])
+    level = np.clip(np.nan_to_num(level, neginf=LEVELS[0]), LEVELS[0], LEVELS[-1]).astype(np.int64)
+    size = (image_size // 2**level).astype(np.float64)
+    if sampling_ratio is None:
+        norm = boxes / np.float32(image_size)
+        rows = crop_and_resize_axis_reads(norm[:, 0], norm[:, 2], size, pool)
+        cols = crop_and_resize_axis_reads(norm[:, 1], norm[:, 3], size, pool)
+    else:
+        edges = boxes * (2.0**-level).astype(np.float32)[:, None] - np.float32(0.5)
+        rows = roi_align_axis_reads(edges[:, 0], edges[:, 2], size, pool, sampling_ratio)
+        cols = roi_align_axis_reads(edges[:, 1], edges[:, 3], size, pool, sampling_ratio)
+    pixel_bytes = workload["channels"] * np.dtype(workload["dtype"]).itemsize
+    return float(np.sum(rows * cols)) * pixel_bytes / BYTES_PER_MB
+
+
+def table_mb(workload):
+    pixels = workload["batch"] * sum(side * side for side in workload["feature_sizes"])
+    return pixels * workload["channels"] * np.dtype(workload["dtype"]).itemsize / BYTES_PER_MB
+
+
+def traffic_rows(workload, pool_sizes, sampling_ratios):
+    """The forward's memory traffic per configuration, from `feature_mb_read` and the tensor sizes.
+
+    `copies MB` counts whole tensors read and written again: the table the
+    layer builds from the maps on every call, and the baseline's
+    concatenation of its four levels and its reordering into box order.
+    """
+    rows = []
+    for pool in pool_sizes:
+        output = output_mb(workload, pool)
+        baseline = feature_mb_read(workload, pool)
+        rows.append(dict(impl=BASELINE_IMPL, pool=pool, sampling_ratio=None, feature_mb=baseline,
+                         output_mb=output, copies_mb=4 * output))
+        for sampling_ratio in sampling_ratios:
+            read = feature_mb_read(workload, pool, sampling_ratio)
+            for impl, copies in ((LAYER_IMPL, 2 * table_mb(workload)), (FLAT_IMPL, 0.0)):
+                rows.append(dict(impl=impl, pool=pool, sampling_ratio=sampling_ratio, feature_mb=read,
+                                 output_mb=output, copies_mb=copies))
+    for row in rows:
+        row["feature_ratio"] = row["feature_mb"] / next(
+            r["feature_mb"] for r in rows if r["impl"] == BASELINE_IMPL and r["pool"] == row["pool"]
+        )
+    return rows
+
+
+TRAFFIC_HEADER = ["impl", "pool", "sampling_ratio", "feature MB read", "x baseline reads", "output MB", "copies MB"]
+
+
+def format_traffic(rows):
+    cells = [
+        [
+            row["impl"],
+            str(row["pool"]),
+            fmt(row["sampling_ratio"], "d"),
+            f"{row['feature_mb']:.0f}",
+            f"{row['feature_ratio']:.2f}",
+            f"{row['output_mb']:.0f}",
+            f"{row['copies_mb']:.0f}",
+        ]
+        for row in rows
+    ]
+    return render_table(TRAFFIC_HEADER, cells, set(TRAFFIC_HEADER) - {"impl"}) + [
+        "",
+        "feature MB read: per box, the distinct map pixels its forward's gathers touch, times channels x 4 bytes,",
+        "summed over boxes (a count from the boxes, not a measurement; pixels shared by two boxes count twice).",
+        "copies MB: whole tensors read and written again (the table built from the maps on every call; the",
+        "baseline's concatenation of its levels and its reordering into box order). output MB: written once.",
+    ]
+
+
+# --------------------------------------------------------------------------
 # JAX (run in a child process with the JAX backend)
 
 
@@ -633,7 +791,8 @@ def run_benchmark(
 
     Returns:
         The JSON-ready result: `rows`, `machine`, `versions`, `workload`,
-        `settings`, `sanity` (XLA vs no-XLA agreement) and `errors`.
+        `settings`, `traffic` (`traffic_rows`), `sanity` (XLA vs no-XLA
+        agreement) and `errors`.
     """
     select_backend("tensorflow")
     repeats = DEFAULT_REPEATS[bool(small)] if repeats is None else repeats
@@ -662,6 +821,7 @@ def run_benchmark(
             "aligned": True,
         },
         "rows": rows,
+        "traffic": traffic_rows(workload, pool_sizes, sampling_ratios),
         "sanity": sanity,
         "errors": [],
     }
@@ -766,6 +926,8 @@ def format_table(result):
         f"{FLAT_IMPL}: the layer given that table as `flat_features`, built once outside the timed call (as "
         "kml.build_mask_rcnn shares one table between its box and mask heads); fwd+bwd is the table's gradient.",
     ]
+    if result.get("traffic"):
+        lines += ["", "Memory traffic of the forward:", ""] + format_traffic(result["traffic"])
     lines += [f"error: {error}" for error in result["errors"]]
     return "\n".join(lines)
 
@@ -784,6 +946,9 @@ def _parse_args(argv):
     parser.add_argument("--quick-configs", action="store_true", help="only pool 7 and sampling_ratio 2")
     parser.add_argument("--no-jax", action="store_true", help="skip the JAX child process")
     parser.add_argument("--no-backward", action="store_true", help="forward pass only")
+    parser.add_argument(
+        "--traffic-only", action="store_true", help="print the forward's memory traffic table only, time nothing"
+    )
     parser.add_argument("--output", default=None, help="JSON path (default benchmarks/results/roi_align[_small].json)")
     parser.add_argument(SYSTEM_MALLOC_FLAG, action="store_true", help=SYSTEM_MALLOC_HELP)
     parser.add_argument("--backend", choices=("tensorflow", "jax"), default="tensorflow", help=argparse.SUPPRESS)
@@ -816,6 +981,9 @@ def main(argv=None):
     args = _parse_args(argv)
     if args.child_json is not None:
         _child_main(args)
+        return
+    if args.traffic_only:
+        print("\n".join(format_traffic(traffic_rows(workload_spec(args.small), args.pool_sizes, args.sampling_ratios))))
         return
     result = run_benchmark(
         small=args.small,

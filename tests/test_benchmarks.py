@@ -1,5 +1,6 @@
 """Smoke tests of the benchmark scripts on tiny workloads: they run, report and agree; no timing is asserted."""
 
+import importlib
 import json
 import os
 import platform
@@ -219,7 +220,11 @@ def test_roi_align_benchmark_still_runs_after_the_shared_helpers_moved():
     assert any(key.startswith("flat table (tensorflow)") for key in result["sanity"])
     impls = {row["impl"] for row in result["rows"]}
     assert {roi_align.FLAT_IMPL, roi_align.FLATTEN_IMPL} <= impls
-    assert "x baseline time" in roi_align.format_table(result)
+    text = roi_align.format_table(result)
+    assert "x baseline time" in text and "feature MB read" in text
+    assert {row["impl"] for row in result["traffic"]} == {
+        roi_align.BASELINE_IMPL, roi_align.LAYER_IMPL, roi_align.FLAT_IMPL
+    }
 
 
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="the benchmark's JAX rows run under the JAX backend")
@@ -236,3 +241,111 @@ def test_roi_align_jax_rows_report_the_compiled_buffers():
     assert by_config[(roi_align.FLAT_IMPL, roi_align.FORWARD)] >= roi_align.output_mb(workload, 7)
     assert by_config[(roi_align.FLAT_IMPL, roi_align.BACKWARD)] >= table_mb
     assert by_config[(roi_align.FLATTEN_IMPL, roi_align.FORWARD)] >= table_mb
+
+
+@pytest.mark.parametrize(
+    "start, end, size, pool, sampling_ratio, expected",
+    [
+        # Samples at 1 and 3 read rows 1-2 and 3-4.
+        (0.0, 4.0, 8, 2, 1, 4),
+        # Samples at 0.5, 1.5, 2.5 and 3.5 read rows 0-4: five, not eight.
+        (0.0, 4.0, 8, 2, 2, 5),
+        # Samples at 7 and 9 on a map of 8 rows both read the last row only.
+        (6.0, 10.0, 8, 2, 1, 1),
+        # A sample at -2 is outside (weight 0) but the gather still reads rows 0 and 1.
+        (-3.0, 1.0, 8, 2, 1, 2),
+    ],
+)
+def test_roi_align_axis_reads_hand_cases(start, end, size, pool, sampling_ratio, expected):
+    reads = roi_align.roi_align_axis_reads(np.array([start]), np.array([end]), np.array([size]), pool, sampling_ratio)
+    assert reads.tolist() == [expected]
+
+
+@pytest.mark.parametrize(
+    "start, end, size, pool, expected",
+    [
+        # Samples at 0, 2 and 4 fall on pixels: one row each.
+        (0.0, 1.0, 5, 3, 3),
+        # Samples at 0.5 and 2.5: rows 0-1 and 2-3.
+        (0.125, 0.625, 5, 2, 4),
+        # Samples at -4, -1 and 2: the two outside read nothing.
+        (-1.0, 0.5, 5, 3, 1),
+        # Samples at 2, 4 and 6 on a map of 5 rows: the last reads nothing.
+        (0.5, 1.5, 5, 3, 2),
+        # One bin samples the box centre, 1.5: rows 1 and 2.
+        (0.25, 0.5, 5, 1, 2),
+    ],
+)
+def test_crop_and_resize_axis_reads_hand_cases(start, end, size, pool, expected):
+    reads = roi_align.crop_and_resize_axis_reads(np.array([start]), np.array([end]), np.array([size]), pool)
+    assert reads.tolist() == [expected]
+
+
+def _small_traffic_workload():
+    workload = roi_align.workload_spec(small=True)
+    workload.update(image_size=128, channels=4, num_boxes=40, box_side_px=[4.0, 256.0])
+    workload["feature_sizes"] = [128 // 2**level for level in roi_align.LEVELS]
+    return workload
+
+
+@pytest.mark.parametrize("pool, sampling_ratio", [(3, 1), (7, 2)])
+def test_feature_mb_read_counts_the_pixels_the_layer_gathers(pool, sampling_ratio):
+    """Against the layer's own corners, pixel by pixel: the per-axis product counts what it reads."""
+    # The package's `ops.roi_align` is the function; the module holds the corners.
+    roi_align_op = importlib.import_module("keras_maskrcnn_layers.ops.roi_align")
+    workload = _small_traffic_workload()
+    boxes = roi_align.make_boxes(workload).reshape(1, -1, 4)
+    level = keras.ops.convert_to_numpy(kml.ops.assign_fpn_levels(boxes))
+    size = np.array([workload["image_size"] // 2**lvl for lvl in range(10)], "float32")[level]
+    y_corners, x_corners = roi_align_op._sample_corners(
+        boxes, size, size, 2.0 ** -level.astype("float32"), (pool, pool), sampling_ratio, True
+    )
+    y_low, y_high, x_low, x_high = (
+        keras.ops.convert_to_numpy(a).reshape(boxes.shape[1], -1) for a in (*y_corners[:2], *x_corners[:2])
+    )
+    pixels = sum(
+        len({(y, x) for y in set(y_low[n]) | set(y_high[n]) for x in set(x_low[n]) | set(x_high[n])})
+        for n in range(boxes.shape[1])
+    )
+    expected = pixels * workload["channels"] * 4 / 1e6
+    assert roi_align.feature_mb_read(workload, pool, sampling_ratio) == pytest.approx(expected)
+
+
+@tensorflow_only
+def test_feature_mb_read_counts_the_pixels_crop_and_resize_reads():
+    """Against TensorFlow's kernel: the pixels with a gradient are the pixels it read."""
+    import tensorflow as tf
+
+    workload = _small_traffic_workload()
+    pool = 5
+    boxes = roi_align.make_boxes(workload).reshape(1, -1, 4)
+    features = [tf.Variable(tf.ones((1, side, side, 1))) for side in workload["feature_sizes"]]
+    pixels = 0
+    for n in range(boxes.shape[1]):
+        with tf.GradientTape() as tape:
+            out = roi_align.matterport_style_roi_align(boxes[:, n : n + 1], features, pool, workload["image_size"])
+            # Distinct positive weights, so that no two reads cancel.
+            loss = tf.reduce_sum(out * tf.reshape(tf.range(1.0, pool * pool + 1.0), (1, 1, pool, pool, 1)))
+        grads = tape.gradient(loss, features)
+        pixels += sum(int(np.count_nonzero(g.numpy())) for g in grads if g is not None)
+    expected = pixels * workload["channels"] * 4 / 1e6
+    assert roi_align.feature_mb_read(workload, pool) == pytest.approx(expected)
+
+
+def test_traffic_rows_name_every_configuration_against_its_baseline():
+    workload = _small_traffic_workload()
+    rows = roi_align.traffic_rows(workload, (7, 14), (1, 2))
+    assert len(rows) == 2 * (1 + 2 * 2)
+    baseline = {row["pool"]: row for row in rows if row["impl"] == roi_align.BASELINE_IMPL}
+    for row in rows:
+        assert row["feature_ratio"] == pytest.approx(row["feature_mb"] / baseline[row["pool"]]["feature_mb"])
+        assert row["output_mb"] == pytest.approx(roi_align.output_mb(workload, row["pool"]))
+    flat = [row for row in rows if row["impl"] == roi_align.FLAT_IMPL]
+    maps = [row for row in rows if row["impl"] == roi_align.LAYER_IMPL]
+    assert all(row["copies_mb"] == 0 for row in flat)
+    assert all(row["copies_mb"] == pytest.approx(2 * roi_align.table_mb(workload)) for row in maps)
+    # Twice the samples per axis never read fewer pixels.
+    by_config = {(row["impl"], row["pool"], row["sampling_ratio"]): row["feature_mb"] for row in rows}
+    assert by_config[(roi_align.FLAT_IMPL, 7, 2)] > by_config[(roi_align.FLAT_IMPL, 7, 1)]
+    text = "\n".join(roi_align.format_traffic(rows))
+    assert "x baseline reads" in text
