@@ -518,21 +518,20 @@ def crop_and_resize_axis_reads(start, end, size, pool):
         coord = (start * last)[:, None] + np.arange(pool, dtype=np.float32) * step[:, None]
     else:
         coord = (np.float32(0.5) * (start + end) * last)[:, None]
-    size = last + 1
-    inside = np.tile((coord >= 0) & (coord <= size[:, None] - 1), 2)
+    inside = np.tile((coord >= 0) & (coord <= last[:, None]), 2)
     rows = np.where(inside, np.concatenate([np.floor(coord), np.ceil(coord)], axis=1), -1)
     return _distinct_per_row(rows.astype(np.int64))
 
 
 def feature_mb_read(workload, pool, sampling_ratio=None):
-    """MB of feature-map pixels one forward reads from memory, at the least.
+    """MB of feature-map pixels one forward's gathers touch, box by box.
 
     For every box, the distinct pixels of its map that its gathers touch,
-    times the bytes of a pixel's channels, summed over the boxes: a pixel
-    read again for another box is counted again, since in the caller's box
-    order it has usually left the cache by then. `sampling_ratio=None`
-    counts the baseline (one sample per bin, not aligned, rounded level
-    rule, as `matterport_style_roi_align`).
+    times the bytes of a pixel's channels, summed over the boxes. A pixel
+    that two boxes touch counts twice: in the caller's box order it has
+    usually left the cache before the second box reads it, though it need
+    not have. `sampling_ratio=None` counts the baseline (one sample per
+    bin, not aligned, rounded level rule, as `matterport_style_roi_align`).
     """
     boxes = make_boxes(workload).reshape(-1, 4)
     image_size = workload["image_size"]
@@ -558,6 +557,7 @@ def feature_mb_read(workload, pool, sampling_ratio=None):
 
 
 def table_mb(workload):
+    """MB of the `[B, T, C]` table of every map (`kml.ops.flatten_pyramid`)."""
     pixels = workload["batch"] * sum(side * side for side in workload["feature_sizes"])
     return pixels * workload["channels"] * np.dtype(workload["dtype"]).itemsize / BYTES_PER_MB
 
@@ -565,9 +565,12 @@ def table_mb(workload):
 def traffic_rows(workload, pool_sizes, sampling_ratios):
     """The forward's memory traffic per configuration, from `feature_mb_read` and the tensor sizes.
 
-    `copies MB` counts whole tensors read and written again: the table the
+    `copies_mb` counts whole tensors read and written again: the table the
     layer builds from the maps on every call, and the baseline's
     concatenation of its four levels and its reordering into box order.
+    The layer's figures are those of its compiled forward, whose gathers
+    XLA fuses into one loop; without XLA, every gather is a tensor of its
+    own.
     """
     rows = []
     for pool in pool_sizes:
@@ -591,6 +594,7 @@ TRAFFIC_HEADER = ["impl", "pool", "sampling_ratio", "feature MB read", "x baseli
 
 
 def format_traffic(rows):
+    """The lines of the traffic table of `traffic_rows`, with its legend."""
     cells = [
         [
             row["impl"],
@@ -605,10 +609,11 @@ def format_traffic(rows):
     ]
     return render_table(TRAFFIC_HEADER, cells, set(TRAFFIC_HEADER) - {"impl"}) + [
         "",
-        "feature MB read: per box, the distinct map pixels its forward's gathers touch, times channels x 4 bytes,",
-        "summed over boxes (a count from the boxes, not a measurement; pixels shared by two boxes count twice).",
-        "copies MB: whole tensors read and written again (the table built from the maps on every call; the",
-        "baseline's concatenation of its levels and its reordering into box order). output MB: written once.",
+        "feature MB read: per box, the distinct map pixels its forward's gathers touch, times a pixel's bytes",
+        "(all channels), summed over boxes (counted from the boxes, not measured; a pixel two boxes share counts",
+        "twice). copies MB: whole tensors read and written again (the table built from the maps on every call;",
+        "the baseline's concatenation of its levels and its reordering into box order). output MB: written once.",
+        "The layer's rows count its XLA-compiled forward, whose gathers are fused; without XLA it moves far more.",
     ]
 
 

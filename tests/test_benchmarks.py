@@ -289,24 +289,30 @@ def _small_traffic_workload():
 
 
 @pytest.mark.parametrize("pool, sampling_ratio", [(3, 1), (7, 2)])
-def test_feature_mb_read_counts_the_pixels_the_layer_gathers(pool, sampling_ratio):
-    """Against the layer's own corners, pixel by pixel: the per-axis product counts what it reads."""
-    # The package's `ops.roi_align` is the function; the module holds the corners.
+def test_feature_mb_read_counts_the_pixels_the_layer_gathers(monkeypatch, pool, sampling_ratio):
+    """Against the table rows that the layer's forward passes to its gathers, box by box."""
+    # The package's `ops.roi_align` is the function; these are the modules.
     roi_align_op = importlib.import_module("keras_maskrcnn_layers.ops.roi_align")
+    grad_module = importlib.import_module("keras_maskrcnn_layers.ops._roi_align_grad")
     workload = _small_traffic_workload()
-    boxes = roi_align.make_boxes(workload).reshape(1, -1, 4)
-    level = keras.ops.convert_to_numpy(kml.ops.assign_fpn_levels(boxes))
-    size = np.array([workload["image_size"] // 2**lvl for lvl in range(10)], "float32")[level]
-    y_corners, x_corners = roi_align_op._sample_corners(
-        boxes, size, size, 2.0 ** -level.astype("float32"), (pool, pool), sampling_ratio, True
-    )
-    y_low, y_high, x_low, x_high = (
-        keras.ops.convert_to_numpy(a).reshape(boxes.shape[1], -1) for a in (*y_corners[:2], *x_corners[:2])
-    )
-    pixels = sum(
-        len({(y, x) for y in set(y_low[n]) | set(y_high[n]) for x in set(x_low[n]) | set(x_high[n])})
-        for n in range(boxes.shape[1])
-    )
+    features = [np.zeros((workload["batch"], side, side, 1), "float32") for side in workload["feature_sizes"]]
+    table_rows = workload["batch"] * sum(side * side for side in workload["feature_sizes"])
+    gathered = []
+    take = keras.ops.take
+
+    def recording_take(x, indices, axis=None):
+        if axis == 0 and x.shape[0] == table_rows:
+            gathered.append(keras.ops.convert_to_numpy(indices))
+        return take(x, indices, axis=axis)
+
+    # Without the hand-written gradient the forward runs eagerly, so its indices can be read.
+    monkeypatch.setattr(grad_module, "DENSE_GRADIENT", False)
+    monkeypatch.setattr(roi_align_op.ops, "take", recording_take)
+    kml.ops.multilevel_roi_align(features, roi_align.make_boxes(workload), pool, sampling_ratio=sampling_ratio)
+    assert len(gathered) == 4 * sampling_ratio**2
+    # [B, N, pool * pool * taps]: every row each box's gathers read.
+    rows = np.concatenate([g.reshape(g.shape[0], g.shape[1], -1) for g in gathered], axis=-1)
+    pixels = sum(len(np.unique(box_rows)) for box_rows in rows.reshape(-1, rows.shape[-1]))
     expected = pixels * workload["channels"] * 4 / 1e6
     assert roi_align.feature_mb_read(workload, pool, sampling_ratio) == pytest.approx(expected)
 
@@ -344,6 +350,10 @@ def test_traffic_rows_name_every_configuration_against_its_baseline():
     maps = [row for row in rows if row["impl"] == roi_align.LAYER_IMPL]
     assert all(row["copies_mb"] == 0 for row in flat)
     assert all(row["copies_mb"] == pytest.approx(2 * roi_align.table_mb(workload)) for row in maps)
+    table = roi_align.flatten_numpy(roi_align.make_features(workload))
+    assert roi_align.table_mb(workload) == pytest.approx(table.nbytes / 1e6)
+    # The baseline's concatenation and reordering each read and write its output.
+    assert all(row["copies_mb"] == pytest.approx(4 * row["output_mb"]) for row in baseline.values())
     # Twice the samples per axis never read fewer pixels.
     by_config = {(row["impl"], row["pool"], row["sampling_ratio"]): row["feature_mb"] for row in rows}
     assert by_config[(roi_align.FLAT_IMPL, 7, 2)] > by_config[(roi_align.FLAT_IMPL, 7, 1)]
