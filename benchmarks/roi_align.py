@@ -576,13 +576,21 @@ def traffic_rows(workload, pool_sizes, sampling_ratios):
     for pool in pool_sizes:
         output = output_mb(workload, pool)
         baseline = feature_mb_read(workload, pool)
-        rows.append(dict(impl=BASELINE_IMPL, pool=pool, sampling_ratio=None, feature_mb=baseline,
-                         output_mb=output, copies_mb=4 * output))
+        rows.append(
+            dict(
+                impl=BASELINE_IMPL, pool=pool, sampling_ratio=None, feature_mb=baseline, output_mb=output,
+                copies_mb=4 * output,
+            )
+        )
         for sampling_ratio in sampling_ratios:
             read = feature_mb_read(workload, pool, sampling_ratio)
             for impl, copies in ((LAYER_IMPL, 2 * table_mb(workload)), (FLAT_IMPL, 0.0)):
-                rows.append(dict(impl=impl, pool=pool, sampling_ratio=sampling_ratio, feature_mb=read,
-                                 output_mb=output, copies_mb=copies))
+                rows.append(
+                    dict(
+                        impl=impl, pool=pool, sampling_ratio=sampling_ratio, feature_mb=read, output_mb=output,
+                        copies_mb=copies,
+                    )
+                )
     for row in rows:
         row["feature_ratio"] = row["feature_mb"] / next(
             r["feature_mb"] for r in rows if r["impl"] == BASELINE_IMPL and r["pool"] == row["pool"]
