@@ -144,10 +144,15 @@ def make_upstream(workload, pool):
     """
     rng = np.random.default_rng(workload["seed"] + 100 + (pool or 0))
     if pool is None:
-        shape = (workload["batch"], sum(side**2 for side in workload["feature_sizes"]), workload["channels"])
+        shape = table_shape(workload)
     else:
         shape = (workload["batch"], workload["num_boxes"], pool, pool, workload["channels"])
     return rng.standard_normal(shape, dtype=np.float32)
+
+
+def table_shape(workload):
+    """`[B, T, C]` of the table of every map (`kml.ops.flatten_pyramid`)."""
+    return (workload["batch"], sum(side**2 for side in workload["feature_sizes"]), workload["channels"])
 
 
 def flatten_numpy(features):
@@ -543,7 +548,7 @@ def feature_mb_read(workload, pool, sampling_ratio=None):
         # FPN Eqn. 1 by its area thresholds, as `kml.ops.assign_fpn_levels`.
         level = LEVELS[0] + sum(area >= (224.0 * 2.0 ** (lvl - 4)) ** 2 for lvl in LEVELS[1:])
     level = np.clip(np.nan_to_num(level, neginf=LEVELS[0]), LEVELS[0], LEVELS[-1]).astype(np.int64)
-    size = (image_size // 2**level).astype(np.float64)
+    size = np.asarray(workload["feature_sizes"])[level - LEVELS[0]]
     if sampling_ratio is None:
         norm = boxes / np.float32(image_size)
         rows = crop_and_resize_axis_reads(norm[:, 0], norm[:, 2], size, pool)
@@ -557,9 +562,8 @@ def feature_mb_read(workload, pool, sampling_ratio=None):
 
 
 def table_mb(workload):
-    """MB of the `[B, T, C]` table of every map (`kml.ops.flatten_pyramid`)."""
-    pixels = workload["batch"] * sum(side * side for side in workload["feature_sizes"])
-    return pixels * workload["channels"] * np.dtype(workload["dtype"]).itemsize / BYTES_PER_MB
+    """MB of the table of every map, `table_shape`."""
+    return np.prod(table_shape(workload)) * np.dtype(workload["dtype"]).itemsize / BYTES_PER_MB
 
 
 def traffic_rows(workload, pool_sizes, sampling_ratios):
@@ -573,28 +577,21 @@ def traffic_rows(workload, pool_sizes, sampling_ratios):
     own.
     """
     rows = []
+    flatten_copies = 2 * table_mb(workload)
     for pool in pool_sizes:
         output = output_mb(workload, pool)
         baseline = feature_mb_read(workload, pool)
-        rows.append(
-            dict(
-                impl=BASELINE_IMPL, pool=pool, sampling_ratio=None, feature_mb=baseline, output_mb=output,
-                copies_mb=4 * output,
-            )
-        )
+        configs = [(BASELINE_IMPL, None, baseline, 4 * output)]
         for sampling_ratio in sampling_ratios:
             read = feature_mb_read(workload, pool, sampling_ratio)
-            for impl, copies in ((LAYER_IMPL, 2 * table_mb(workload)), (FLAT_IMPL, 0.0)):
-                rows.append(
-                    dict(
-                        impl=impl, pool=pool, sampling_ratio=sampling_ratio, feature_mb=read, output_mb=output,
-                        copies_mb=copies,
-                    )
-                )
-    for row in rows:
-        row["feature_ratio"] = row["feature_mb"] / next(
-            r["feature_mb"] for r in rows if r["impl"] == BASELINE_IMPL and r["pool"] == row["pool"]
-        )
+            configs += [(LAYER_IMPL, sampling_ratio, read, flatten_copies), (FLAT_IMPL, sampling_ratio, read, 0.0)]
+        rows += [
+            dict(
+                impl=impl, pool=pool, sampling_ratio=sampling_ratio, feature_mb=read,
+                feature_ratio=read / baseline, output_mb=output, copies_mb=copies,
+            )
+            for impl, sampling_ratio, read, copies in configs
+        ]
     return rows
 
 
