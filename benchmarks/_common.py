@@ -292,28 +292,35 @@ def jax_sync(outputs):
     return jax.block_until_ready(outputs)
 
 
-def run_json_child(command, log, prefix):
+def run_json_child(command, log, prefix, label="JAX", keras_backend="jax"):
     """Runs `command --child-json PATH` in a fresh process and returns the JSON it wrote.
 
     Keras fixes its backend once per process, so the JAX rows of a benchmark
-    run in a child started with `KERAS_BACKEND=jax`.
+    run in a child started with `KERAS_BACKEND=jax`; rows of another
+    framework run in a child of their own, so that neither framework's
+    allocator or thread pools weigh on the other's figures.
 
     Args:
         command: list of str, the child's command line without `--child-json`.
         log: `Logger` of the parent.
         prefix: str. Prefix of the temporary directory.
+        label: str. Names the child in the log and in errors.
+        keras_backend: str or None. `KERAS_BACKEND` of the child; None
+            leaves the parent's.
 
     Returns:
         The child's JSON, or `{"error": ...}` if it failed.
     """
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
-        child_json = os.path.join(tmp, "jax.json")
-        env = dict(os.environ, KERAS_BACKEND="jax")
+        child_json = os.path.join(tmp, "child.json")
+        env = dict(os.environ)
+        if keras_backend is not None:
+            env["KERAS_BACKEND"] = keras_backend
         # The child inherits the malloc environment; the flag keeps it from
         # restarting under other settings than ours.
         if malloc_settings() != BENCHMARK_MALLOC_ENV:
             command = [*command, SYSTEM_MALLOC_FLAG]
-        log("starting the JAX child process")
+        log(f"starting the {label} child process")
         # The child's progress goes straight to our stderr; its stdout is kept off the table.
         completed = subprocess.run(
             [*command, "--child-json", child_json], env=env, stdout=subprocess.PIPE, text=True, check=False
@@ -321,7 +328,7 @@ def run_json_child(command, log, prefix):
         if completed.stdout:
             print(completed.stdout, file=sys.stderr, end="")
         if completed.returncode != 0 or not os.path.exists(child_json):
-            return {"error": f"JAX child process exited with code {completed.returncode}"}
+            return {"error": f"{label} child process exited with code {completed.returncode}"}
         with open(child_json) as handle:
             return json.load(handle)
 

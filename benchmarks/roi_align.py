@@ -9,7 +9,10 @@ What is measured, side by side, on one synthetic FPN workload:
 - the baseline that matterport Mask R-CNN users run today: one
   `tf.image.crop_and_resize` per FPN level, boxes assigned to levels by the
   *rounded* log2 rule, results put back into box order; a plain
-  `tf.function`, since CropAndResize has no XLA CPU kernel.
+  `tf.function`, since CropAndResize has no XLA CPU kernel;
+- where torch and torchvision are installed, `torchvision.ops.roi_align`
+  (aligned) run per level as detectron2's `ROIPooler` runs it, in a child
+  process, on CUDA where torch sees a GPU.
 
 Each layer configuration is run for every `sampling_ratio` and `pool` asked
 for, forward only and forward + backward (the gradient with respect to the
@@ -84,6 +87,10 @@ LAYER_IMPL = "kml.PyramidROIAlign"
 FLAT_IMPL = "kml.PyramidROIAlign, flat table"
 FLATTEN_IMPL = "kml.FlattenPyramid"
 BASELINE_IMPL = "matterport crop_and_resize"
+TORCH_IMPL = "torchvision roi_align"
+# FPN Eqn. 1 by its area thresholds, as `kml.ops.assign_fpn_levels`: a box
+# goes to LEVELS[0] plus the number of thresholds its area reaches.
+LEVEL_AREA_THRESHOLDS = tuple((224.0 * 2.0 ** (level - 4)) ** 2 for level in LEVELS[1:])
 FORWARD_TOLERANCE = 1e-4
 GRADIENT_RELATIVE_TOLERANCE = 1e-4
 FINGERPRINT_RELATIVE_TOLERANCE = 1e-4
@@ -194,6 +201,7 @@ def _row(impl, backend, xla, sampling_ratio, pool, pass_name, workload):
         "allocator_peak_extra_mb": None,
         "xla_buffers_mb": None,
         "ratio_to_baseline": None,
+        "ratio_to_torchvision": None,
         "error": None,
     }
 
@@ -402,18 +410,18 @@ def _tf_flat_rows(tensors, table, workload, pool, sampling_ratios, passes, warmu
     return rows
 
 
-def _record_fingerprint(bench, row, fingerprints, prefix=""):
+def _record_fingerprint(bench, row, fingerprints, prefix="", to_numpy=np.asarray):
     """Fingerprints `bench`'s first forward output under `prefix + "sr=.. pool=.."`.
 
-    The layer on the maps has no prefix; the flat-table rows have
-    `"flat <backend> "`, for `_flat_sanity`.
+    The layer on the maps and torchvision have no prefix; the flat-table
+    rows have `"flat <backend> "`, for `_flat_sanity`.
     """
     try:
         output = bench.first_call()
     except Exception as error:  # The timing pass records the failure in the row.
         _log(f"first call failed for {_describe(row)}: {error_text(error)}")
         return
-    fingerprints[f"{prefix}sr={row['sampling_ratio']} pool={row['pool']}"] = fingerprint(output)
+    fingerprints[f"{prefix}sr={row['sampling_ratio']} pool={row['pool']}"] = fingerprint(to_numpy(output))
 
 
 def _fingerprint_check(value, reference):
@@ -545,8 +553,7 @@ def feature_mb_read(workload, pool, sampling_ratio=None):
         with np.errstate(divide="ignore"):
             level = 4 + np.round(np.log2(np.sqrt(area) / 224.0))
     else:
-        # FPN Eqn. 1 by its area thresholds, as `kml.ops.assign_fpn_levels`.
-        level = LEVELS[0] + sum(area >= (224.0 * 2.0 ** (lvl - 4)) ** 2 for lvl in LEVELS[1:])
+        level = LEVELS[0] + sum(area >= threshold for threshold in LEVEL_AREA_THRESHOLDS)
     level = np.clip(np.nan_to_num(level, neginf=LEVELS[0]), LEVELS[0], LEVELS[-1]).astype(np.int64)
     size = np.asarray(workload["feature_sizes"])[level - LEVELS[0]]
     if sampling_ratio is None:
@@ -722,12 +729,12 @@ def _jax_rows(workload, pool_sizes, sampling_ratios, include_backward, warmup, r
     return rows, fingerprints
 
 
-def _child_command(small, pool_sizes, sampling_ratios, include_backward, warmup, repeats):
+def _child_command(backend, small, pool_sizes, sampling_ratios, include_backward, warmup, repeats):
     command = [
         sys.executable,
         os.path.abspath(__file__),
         "--backend",
-        "jax",
+        backend,
         "--warmup",
         str(warmup),
         "--repeats",
@@ -746,43 +753,141 @@ def _child_command(small, pool_sizes, sampling_ratios, include_backward, warmup,
 
 def _run_jax_child(small, pool_sizes, sampling_ratios, include_backward, warmup, repeats):
     """Runs the JAX rows in a fresh process and returns its JSON, or an error dict."""
-    command = _child_command(small, pool_sizes, sampling_ratios, include_backward, warmup, repeats)
+    command = _child_command("jax", small, pool_sizes, sampling_ratios, include_backward, warmup, repeats)
     return run_json_child(command, _log, prefix="roi_align_bench_")
+
+
+# --------------------------------------------------------------------------
+# torchvision (optional, in a child process of its own)
+
+
+def torchvision_installed():
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in ("torch", "torchvision"))
+
+
+def torchvision_pyramid_roi_align(boxes, features, pool, sampling_ratio):
+    """Multilevel ROI Align the way detectron2's `ROIPooler` runs it, on `torchvision.ops.roi_align`.
+
+    One aligned `roi_align` call per level, each box on the level of
+    `LEVEL_AREA_THRESHOLDS` (the layer's rule), results written back in box
+    order. Written from detectron2's description, not copied.
+
+    Args:
+        boxes: float32 torch tensor `[B, N, 4]`, yxyx pixels.
+        features: list of float32 torch tensors `[B, C, H, W]`, P2 first.
+
+    Returns:
+        `[B * N, C, pool, pool]`, in box order.
+    """
+    import torch
+    from torchvision.ops import roi_align
+
+    batch, num_boxes = boxes.shape[:2]
+    flat = boxes.reshape(-1, 4)
+    image = torch.arange(batch, dtype=flat.dtype, device=flat.device).repeat_interleave(num_boxes)
+    # torchvision's box format: (image index, x1, y1, x2, y2).
+    rois = torch.stack([image, flat[:, 1], flat[:, 0], flat[:, 3], flat[:, 2]], dim=1)
+    area = (flat[:, 2] - flat[:, 0]) * (flat[:, 3] - flat[:, 1])
+    level = sum((area >= threshold).long() for threshold in LEVEL_AREA_THRESHOLDS)
+    output = features[0].new_zeros((rois.shape[0], features[0].shape[1], pool, pool))
+    for index, (lvl, feature_map) in enumerate(zip(LEVELS, features)):
+        chosen = torch.nonzero(level == index).squeeze(1)
+        pooled = roi_align(
+            feature_map, rois[chosen], (pool, pool), spatial_scale=2.0**-lvl, sampling_ratio=sampling_ratio,
+            aligned=True,
+        )
+        output = output.index_put((chosen,), pooled)
+    return output
+
+
+def _torch_rows(workload, pool_sizes, sampling_ratios, include_backward, warmup, repeats):
+    """torchvision's rows, on CUDA where torch sees a GPU, else on the CPU."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+
+    def sync(outputs):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return outputs
+
+    boxes = torch.from_numpy(make_boxes(workload)).to(device)
+    # NCHW, torch's layout, converted once outside the timed calls.
+    maps = [torch.from_numpy(np.ascontiguousarray(f.transpose(0, 3, 1, 2))).to(device) for f in make_features(workload)]
+    leaves = [m.clone().requires_grad_() for m in maps]
+    rows, fingerprints = [], {}
+    for pool in pool_sizes:
+        # [B, N, P, P, C] -> [B * N, C, P, P], the output's layout.
+        upstream = make_upstream(workload, pool).reshape(-1, pool, pool, workload["channels"])
+        upstream = torch.from_numpy(np.ascontiguousarray(upstream.transpose(0, 3, 1, 2))).to(device)
+        for sampling_ratio in sampling_ratios:
+
+            def forward(sampling_ratio=sampling_ratio, pool=pool):
+                with torch.no_grad():
+                    return torchvision_pyramid_roi_align(boxes, maps, pool, sampling_ratio)
+
+            def forward_backward(sampling_ratio=sampling_ratio, pool=pool, upstream=upstream):
+                output = torchvision_pyramid_roi_align(boxes, leaves, pool, sampling_ratio)
+                return torch.autograd.grad(output, leaves, grad_outputs=upstream)
+
+            for pass_name in _passes(include_backward):
+                bench = Benchmark(forward if pass_name == FORWARD else forward_backward, sync=sync)
+                row = _row(TORCH_IMPL, f"torch ({device})", False, sampling_ratio, pool, pass_name, workload)
+                if pass_name == FORWARD:
+                    _record_fingerprint(bench, row, fingerprints, to_numpy=lambda out: out.cpu().numpy())
+                rows.append(_run_row(row, bench, warmup, repeats))
+        del upstream
+    return rows, fingerprints
+
+
+def _run_torch_child(small, pool_sizes, sampling_ratios, include_backward, warmup, repeats):
+    """Runs torchvision's rows in a fresh process and returns its JSON, or an error dict."""
+    command = _child_command("torch", small, pool_sizes, sampling_ratios, include_backward, warmup, repeats)
+    return run_json_child(command, _log, prefix="roi_align_bench_", label="torchvision", keras_backend=None)
 
 
 # --------------------------------------------------------------------------
 # Report
 
 
-def _add_ratios(rows):
-    baselines = {
-        (row["pool"], row["pass"]): row["median_ms"]
-        for row in rows
-        if row["impl"] == BASELINE_IMPL and row["median_ms"]
-    }
+def _ratios_to(rows, field, reference_impl, key, applies):
+    """Sets `row[field]` to the row's median over the `reference_impl` row's with the same `key(row)`."""
+    references = {key(row): row["median_ms"] for row in rows if row["impl"] == reference_impl and row["median_ms"]}
     for row in rows:
-        baseline = baselines.get((row["pool"], row["pass"]))
-        if baseline and row["median_ms"] is not None:
-            row["ratio_to_baseline"] = row["median_ms"] / baseline
+        reference = references.get(key(row))
+        if reference and applies(row) and row["median_ms"] is not None:
+            row[field] = row["median_ms"] / reference
 
 
-def _jax_sanity(tf_fingerprints, jax_fingerprints):
-    """JAX's forward output against TF's without XLA, via sum and sum of squares."""
+def _add_ratios(rows):
+    """Ratios to the baseline (same pool and pass), and the layer's to torchvision (same configuration)."""
+    _ratios_to(rows, "ratio_to_baseline", BASELINE_IMPL, lambda row: (row["pool"], row["pass"]), lambda row: True)
+    _ratios_to(
+        rows, "ratio_to_torchvision", TORCH_IMPL,
+        lambda row: (row["sampling_ratio"], row["pool"], row["pass"]),
+        lambda row: row["impl"] in (LAYER_IMPL, FLAT_IMPL),
+    )
+
+
+def _child_sanity(name, tf_fingerprints, child_fingerprints):
+    """A child's forward output (`name`) against TF's without XLA, via sum and sum of squares."""
     checks = {}
-    for key, jax_print in jax_fingerprints.items():
+    for key, child_print in child_fingerprints.items():
         if key not in tf_fingerprints:
             continue
-        checks[f"jax vs tf no xla, {key} fwd"] = _fingerprint_check(jax_print, tf_fingerprints[key])
+        checks[f"{name} vs tf no xla, {key} fwd"] = _fingerprint_check(child_print, tf_fingerprints[key])
     return checks
 
 
-def _merge_jax(result, child, tf_fingerprints):
+def _merge_child(result, name, child, tf_fingerprints):
     if "error" in child:
         result["errors"].append(child["error"])
         return
     result["rows"] += child["rows"]
-    result["versions_jax_process"] = child["versions"]
-    result["sanity"].update(_jax_sanity(tf_fingerprints, child["fingerprints"]))
+    result[f"versions_{name}_process"] = child["versions"]
+    result["sanity"].update(_child_sanity(name, tf_fingerprints, child["fingerprints"]))
     result["sanity"].update(_flat_sanity(tf_fingerprints, child["fingerprints"]))
 
 
@@ -794,26 +899,38 @@ def run_benchmark(
     warmup=1,
     include_jax=True,
     include_backward=True,
+    include_torch=None,
 ):
-    """Runs the TensorFlow rows here and, if asked, the JAX rows in a child process.
+    """Runs the TensorFlow rows here and, if asked, the JAX and torchvision rows in child processes.
 
     Keras must not have been imported with a backend other than TensorFlow.
+    `include_torch=None` runs torchvision's rows if torch and torchvision
+    are installed (they are not dependencies of this package).
 
     Returns:
         The JSON-ready result: `rows`, `machine`, `versions`, `workload`,
         `settings`, `traffic` (`traffic_rows`), `sanity` (XLA vs no-XLA
-        agreement) and `errors`.
+        agreement, and the other frameworks against TF), `notes` and
+        `errors`.
     """
     select_backend("tensorflow")
     repeats = DEFAULT_REPEATS[bool(small)] if repeats is None else repeats
     pool_sizes, sampling_ratios = tuple(pool_sizes), tuple(sampling_ratios)
     workload = workload_spec(small)
-    # The JAX child runs first: TensorFlow's CPU allocator keeps the
+    notes = []
+    if include_torch is None:
+        include_torch = torchvision_installed()
+        if not include_torch:
+            notes.append("no torchvision rows: torch and torchvision are not installed")
+    child_args = (small, pool_sizes, sampling_ratios, include_backward, warmup, repeats)
+    # The children run first: TensorFlow's CPU allocator keeps the
     # gigabytes of the forward+backward rows for the life of this process,
     # and both together do not fit in 24 GB at the standard workload.
-    child = None
+    children = {}
     if include_jax:
-        child = _run_jax_child(small, pool_sizes, sampling_ratios, include_backward, warmup, repeats)
+        children["jax"] = _run_jax_child(*child_args)
+    if include_torch:
+        children["torchvision"] = _run_torch_child(*child_args)
     rows, sanity, tf_fingerprints = _tensorflow_rows(
         workload, pool_sizes, sampling_ratios, include_backward, warmup, repeats
     )
@@ -827,16 +944,18 @@ def run_benchmark(
             "repeats": repeats,
             "warmup": warmup,
             "include_jax": include_jax,
+            "include_torch": include_torch,
             "include_backward": include_backward,
             "aligned": True,
         },
         "rows": rows,
         "traffic": traffic_rows(workload, pool_sizes, sampling_ratios),
         "sanity": sanity,
+        "notes": notes,
         "errors": [],
     }
-    if child is not None:
-        _merge_jax(result, child, tf_fingerprints)
+    for name, child in children.items():
+        _merge_child(result, name, child, tf_fingerprints)
     result["errors"] += [f"{_describe(row)}: {row['error']}" for row in result["rows"] if row["error"]]
     _add_ratios(result["rows"])
     return result
@@ -845,17 +964,18 @@ def run_benchmark(
 def _sort_key(row):
     order = {
         (BASELINE_IMPL, "tensorflow"): 0,
-        (LAYER_IMPL, "tensorflow"): 1,
-        (LAYER_IMPL, "jax"): 2,
-        (FLATTEN_IMPL, "tensorflow"): 3,
-        (FLAT_IMPL, "tensorflow"): 4,
-        (FLATTEN_IMPL, "jax"): 5,
-        (FLAT_IMPL, "jax"): 6,
+        (LAYER_IMPL, "tensorflow"): 2,
+        (LAYER_IMPL, "jax"): 3,
+        (FLATTEN_IMPL, "tensorflow"): 4,
+        (FLAT_IMPL, "tensorflow"): 5,
+        (FLATTEN_IMPL, "jax"): 6,
+        (FLAT_IMPL, "jax"): 7,
     }
+    rank = 1 if row["impl"] == TORCH_IMPL else order.get((row["impl"], row["backend"]), 8)
     return (
         row["pool"],
         row["pass"] != FORWARD,
-        order.get((row["impl"], row["backend"]), 7),
+        rank,
         not row["xla"],
         row["sampling_ratio"] or 0,
     )
@@ -872,6 +992,7 @@ def _table_cells(row):
         row["pass"],
         fmt(row["median_ms"], ".1f", failed),
         fmt(row["ratio_to_baseline"], ".2f"),
+        fmt(row.get("ratio_to_torchvision"), ".2f"),
         fmt(row["peak_extra_mb"], ".0f"),
         fmt(row["allocator_peak_extra_mb"], ".0f"),
         fmt(row["xla_buffers_mb"], ".0f"),
@@ -888,6 +1009,7 @@ TABLE_HEADER = [
     "pass",
     "median ms",
     "x baseline time",
+    "x torchvision",
     "peak extra MB",
     "TF alloc peak MB",
     "JAX XLA buffers MB",
@@ -930,7 +1052,10 @@ def format_table(result):
         "TF alloc peak MB: TensorFlow CPU allocator's peak bytes in use during the timed calls minus those before.",
         "JAX XLA buffers MB: temporary + output buffers of the compiled step (`memory_analysis()`), "
         "beyond its arguments.",
+        "x torchvision: median / median of the torchvision row with the same sampling_ratio, pool and pass.",
         "baseline: one bilinear sample per bin, not aligned, rounded level assignment; not numerically comparable.",
+        f"{TORCH_IMPL}: torchvision.ops.roi_align (aligned), one call per level as detectron2's ROIPooler, "
+        "results put back in box order; eager, NCHW maps converted once outside the timed calls.",
         f"{FLATTEN_IMPL}: the [B, T, C] table of P2-P5 that the layer otherwise builds on every call (pool and "
         "sampling_ratio do not apply; repeated per pool).",
         f"{FLAT_IMPL}: the layer given that table as `flat_features`, built once outside the timed call (as "
@@ -938,6 +1063,7 @@ def format_table(result):
     ]
     if result.get("traffic"):
         lines += ["", "Memory traffic of the forward:", ""] + format_traffic(result["traffic"])
+    lines += [f"note: {note}" for note in result.get("notes", [])]
     lines += [f"error: {error}" for error in result["errors"]]
     return "\n".join(lines)
 
@@ -955,13 +1081,18 @@ def _parse_args(argv):
     parser.add_argument("--sampling-ratios", type=int, nargs="+", default=list(DEFAULT_SAMPLING_RATIOS))
     parser.add_argument("--quick-configs", action="store_true", help="only pool 7 and sampling_ratio 2")
     parser.add_argument("--no-jax", action="store_true", help="skip the JAX child process")
+    parser.add_argument(
+        "--no-torch", action="store_true", help="skip torchvision's rows (run by default when torchvision is installed)"
+    )
     parser.add_argument("--no-backward", action="store_true", help="forward pass only")
     parser.add_argument(
         "--traffic-only", action="store_true", help="print the forward's memory traffic table only, time nothing"
     )
     parser.add_argument("--output", default=None, help="JSON path (default benchmarks/results/roi_align[_small].json)")
     parser.add_argument(SYSTEM_MALLOC_FLAG, action="store_true", help=SYSTEM_MALLOC_HELP)
-    parser.add_argument("--backend", choices=("tensorflow", "jax"), default="tensorflow", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--backend", choices=("tensorflow", "jax", "torch"), default="tensorflow", help=argparse.SUPPRESS
+    )
     parser.add_argument("--child-json", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick_configs:
@@ -970,21 +1101,25 @@ def _parse_args(argv):
         args.repeats = DEFAULT_REPEATS[args.small]
     if args.repeats < 1 or args.warmup < 0:
         parser.error("--repeats must be >= 1 and --warmup >= 0")
-    if (args.backend == "jax") != (args.child_json is not None):
-        parser.error("--backend jax and --child-json go together (the JAX rows run in a child process)")
+    if (args.backend != "tensorflow") != (args.child_json is not None):
+        parser.error("--backend jax or torch and --child-json go together (their rows run in a child process)")
     return args
 
 
 def _child_main(args):
-    """The JAX half: writes its rows to `--child-json` for the parent to merge."""
-    select_backend("jax")
-    _log.name = "roi_align jax child"
-    rows, fingerprints = _jax_rows(
+    """The JAX or torchvision rows: written to `--child-json` for the parent to merge."""
+    _log.name = f"roi_align {args.backend} child"
+    if args.backend == "jax":
+        select_backend("jax")
+        rows_fn, versions = _jax_rows, package_versions
+    else:
+        rows_fn, versions = _torch_rows, lambda: package_versions(extra=("torch", "torchvision"))
+    rows, fingerprints = rows_fn(
         workload_spec(args.small), args.pool_sizes, args.sampling_ratios, not args.no_backward,
         args.warmup, args.repeats,
     )
     with open(args.child_json, "w") as handle:
-        json.dump({"rows": rows, "fingerprints": fingerprints, "versions": package_versions()}, handle)
+        json.dump({"rows": rows, "fingerprints": fingerprints, "versions": versions()}, handle)
 
 
 def main(argv=None):
@@ -1003,6 +1138,7 @@ def main(argv=None):
         warmup=args.warmup,
         include_jax=not args.no_jax,
         include_backward=not args.no_backward,
+        include_torch=False if args.no_torch else None,
     )
     output = args.output or os.path.join(RESULTS_DIR, "roi_align_small.json" if args.small else "roi_align.json")
     write_json(result, output)

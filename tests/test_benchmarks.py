@@ -13,6 +13,7 @@ import pytest
 
 import keras_maskrcnn_layers as kml
 from benchmarks import _common, mask_rcnn, proposals, roi_align
+from tests import backend_utils
 
 tensorflow_only = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow", reason="the benchmarks time the TensorFlow backend in this process"
@@ -88,10 +89,25 @@ def test_json_child_runs_under_its_parents_malloc_settings(monkeypatch, settings
         return subprocess.CompletedProcess(command, 0, stdout="")
 
     monkeypatch.setattr(_common.subprocess, "run", fake_run)
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
     assert _common.run_json_child(["python", "child.py"], lambda message: None, prefix="test_") == {"rows": []}
-    (command, env), = calls
-    assert (_common.SYSTEM_MALLOC_FLAG in command) == flagged
-    assert env["KERAS_BACKEND"] == "jax"
+    assert _common.run_json_child(
+        ["python", "child.py"], lambda message: None, prefix="test_", label="torchvision", keras_backend=None
+    ) == {"rows": []}
+    (jax_command, jax_env), (torch_command, torch_env) = calls
+    assert (_common.SYSTEM_MALLOC_FLAG in jax_command) == flagged
+    assert (_common.SYSTEM_MALLOC_FLAG in torch_command) == flagged
+    assert jax_env["KERAS_BACKEND"] == "jax"
+    # A child of another framework keeps the parent's backend setting.
+    assert torch_env["KERAS_BACKEND"] == "tensorflow"
+
+
+def test_failed_json_child_names_itself(monkeypatch):
+    monkeypatch.setattr(
+        _common.subprocess, "run", lambda command, env, **kwargs: subprocess.CompletedProcess(command, 3, stdout="")
+    )
+    result = _common.run_json_child(["python", "child.py"], lambda message: None, prefix="test_", label="torchvision")
+    assert result == {"error": "torchvision child process exited with code 3"}
 
 
 @glibc_only
@@ -136,6 +152,8 @@ def test_compare_kept_counts_identical_and_matched_boxes():
     [
         (proposals, ["--repeats", "0"]),
         (proposals, ["--backend", "jax"]),
+        (roi_align, ["--backend", "torch"]),
+        (roi_align, ["--child-json", "out.json"]),
         (mask_rcnn, ["--skip-model", "--skip-roi-align"]),
         (mask_rcnn, ["--warmup", "-1"]),
     ],
@@ -212,7 +230,7 @@ def test_mask_rcnn_benchmark_runs_and_plots(tmp_path):
 def test_roi_align_benchmark_still_runs_after_the_shared_helpers_moved():
     result = roi_align.run_benchmark(
         small=True, pool_sizes=(7,), sampling_ratios=(2,), include_jax=False, include_backward=False,
-        repeats=1, warmup=0,
+        include_torch=False, repeats=1, warmup=0,
     )
     assert not result["errors"]
     assert all(check["ok"] for check in result["sanity"].values())
@@ -225,6 +243,116 @@ def test_roi_align_benchmark_still_runs_after_the_shared_helpers_moved():
     assert {row["impl"] for row in result["traffic"]} == {
         roi_align.BASELINE_IMPL, roi_align.LAYER_IMPL, roi_align.FLAT_IMPL
     }
+
+
+def test_torchvision_ratios_and_rows_in_the_table():
+    workload = roi_align.workload_spec(small=True)
+
+    def row(impl, backend, xla, sampling_ratio, pass_name, ms):
+        return {**roi_align._row(impl, backend, xla, sampling_ratio, 7, pass_name, workload), "median_ms": ms}
+
+    fwd, bwd = roi_align.FORWARD, roi_align.BACKWARD
+    rows = [
+        row(roi_align.BASELINE_IMPL, "tensorflow", False, None, fwd, 10.0),
+        row(roi_align.TORCH_IMPL, "torch (cpu)", False, 2, fwd, 20.0),
+        row(roi_align.TORCH_IMPL, "torch (cpu)", False, 2, bwd, 80.0),
+        row(roi_align.LAYER_IMPL, "tensorflow", True, 2, fwd, 15.0),
+        row(roi_align.FLAT_IMPL, "jax", True, 2, bwd, 60.0),
+        # No torchvision row at sampling_ratio 1: no ratio.
+        row(roi_align.LAYER_IMPL, "tensorflow", True, 1, fwd, 5.0),
+        row(roi_align.FLATTEN_IMPL, "tensorflow", True, None, fwd, 4.0),
+    ]
+    roi_align._add_ratios(rows)
+    assert [r["ratio_to_torchvision"] for r in rows] == [None, None, None, 0.75, 0.75, None, None]
+    # Every forward row is against the baseline's forward; no baseline fwd+bwd here, so no ratio.
+    assert [r["ratio_to_baseline"] for r in rows] == [1.0, 2.0, None, 1.5, None, 0.5, 0.4]
+    ordered = sorted(rows, key=roi_align._sort_key)
+    # torchvision's forward comes right after the baseline's.
+    assert [r["impl"] for r in ordered[:2]] == [roi_align.BASELINE_IMPL, roi_align.TORCH_IMPL]
+    result = {
+        "machine": _common.machine_info(), "versions": {}, "workload": workload,
+        "settings": {"repeats": 1, "warmup": 0}, "rows": rows, "sanity": {}, "notes": ["a note"], "errors": [],
+    }
+    text = roi_align.format_table(result)
+    assert "x torchvision" in text and "torch (cpu)" in text and "note: a note" in text
+
+
+@tensorflow_only
+def test_roi_align_benchmark_says_when_torchvision_is_missing(monkeypatch):
+    monkeypatch.setattr(roi_align, "torchvision_installed", lambda: False)
+    monkeypatch.setattr(roi_align, "_run_torch_child", lambda *args: pytest.fail("no torchvision child expected"))
+    result = roi_align.run_benchmark(
+        small=True, pool_sizes=(7,), sampling_ratios=(1,), include_jax=False, include_backward=False,
+        repeats=1, warmup=0,
+    )
+    assert result["notes"] == ["no torchvision rows: torch and torchvision are not installed"]
+    assert result["settings"]["include_torch"] is False
+    assert roi_align.TORCH_IMPL not in {row["impl"] for row in result["rows"]}
+
+
+# torchvision's side of `test_torchvision_rows_agree_with_the_layer`, run in a fresh
+# process: importing torchvision after TensorFlow crashes the process (torch
+# 2.14, torchvision 0.29), which is also why the benchmark runs it in a child.
+TORCH_SIDE = """
+import json, sys
+import numpy as np
+import torch
+from benchmarks import roi_align
+
+workload, pool, out_path = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+boxes = torch.from_numpy(roi_align.make_boxes(workload))
+maps = [torch.from_numpy(np.ascontiguousarray(m.transpose(0, 3, 1, 2))).requires_grad_()
+        for m in roi_align.make_features(workload)]
+upstream = roi_align.make_upstream(workload, pool).reshape(-1, pool, pool, workload["channels"])
+upstream = torch.from_numpy(np.ascontiguousarray(upstream.transpose(0, 3, 1, 2)))
+arrays = {}
+for sampling_ratio in (1, 2):
+    out = roi_align.torchvision_pyramid_roi_align(boxes, maps, pool, sampling_ratio)
+    grads = torch.autograd.grad(out, maps, grad_outputs=upstream)
+    arrays[f"out{sampling_ratio}"] = out.detach().numpy()
+    arrays[f"grad{sampling_ratio}"] = roi_align.flatten_numpy([g.numpy().transpose(0, 2, 3, 1) for g in grads])
+rows, fingerprints = roi_align._torch_rows(workload, (pool,), (2,), True, warmup=0, repeats=1)
+np.savez(out_path, **arrays)
+print(json.dumps({"rows": rows, "fingerprints": fingerprints}))
+"""
+
+
+def test_torchvision_rows_agree_with_the_layer(tmp_path):
+    """torchvision's kernel, an independent implementation, against the layer: forward and gradient."""
+    if not roi_align.torchvision_installed():
+        pytest.skip("torch and torchvision are not installed (not dependencies of this package)")
+    workload = roi_align.workload_spec(small=True)
+    workload.update(image_size=512, channels=4, num_boxes=40, box_side_px=[24.0, 1000.0])
+    workload["feature_sizes"] = [512 // 2**level for level in roi_align.LEVELS]
+    boxes = roi_align.make_boxes(workload)
+    area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+    levels = sum(area >= threshold for threshold in roi_align.LEVEL_AREA_THRESHOLDS)
+    assert len(np.unique(levels)) == len(roi_align.LEVELS), "the boxes must use every level"
+    pool, out_path = 7, tmp_path / "torch.npz"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    completed = subprocess.run(
+        [sys.executable, "-c", TORCH_SIDE, json.dumps(workload), str(pool), str(out_path)],
+        cwd=root, capture_output=True, text=True, check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    torch_side = json.loads(completed.stdout.strip().splitlines()[-1])
+    arrays = np.load(out_path)
+    maps = roi_align.make_features(workload)
+    table = roi_align.flatten_numpy(maps)
+    upstream = roi_align.make_upstream(workload, pool)
+    outputs = {}
+    for sampling_ratio in (1, 2):
+        layer = kml.PyramidROIAlign(pool_size=pool, sampling_ratio=sampling_ratio, aligned=True, min_level=2, max_level=5)
+        expected = outputs[sampling_ratio] = backend_utils.to_numpy(layer(boxes, maps))
+        got = arrays[f"out{sampling_ratio}"].transpose(0, 2, 3, 1).reshape(expected.shape)
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+        # The gradient of sum(output * upstream) with respect to the maps, as the benchmark's fwd+bwd.
+        layer_grad = backend_utils.grad(lambda t: keras.ops.sum(layer(boxes, maps, flat_features=t) * upstream), table)
+        np.testing.assert_allclose(arrays[f"grad{sampling_ratio}"], layer_grad, atol=1e-4)
+    # The benchmark's own rows: both passes ran, and the forward's fingerprint is the layer's.
+    rows = torch_side["rows"]
+    assert [(row["pass"], row["error"]) for row in rows] == [(roi_align.FORWARD, None), (roi_align.BACKWARD, None)]
+    assert roi_align._fingerprint_check(torch_side["fingerprints"]["sr=2 pool=7"], roi_align.fingerprint(outputs[2]))["ok"]
 
 
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="the benchmark's JAX rows run under the JAX backend")
