@@ -5,8 +5,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 # pytest-xdist workers. Most of the suite runs on one core (XLA compilation,
-# Python), so two workers halve it even on two cores. 0 runs in-process.
+# Python), so two workers halve it even on two cores. 0 (or empty) runs
+# in-process.
 PYTEST_WORKERS ?= 2
+XDIST := $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS))
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
 .PHONY: test test-tensorflow test-jax demo layers-demo sweep bench bench-small bench-proposals bench-model clean
@@ -23,10 +25,10 @@ test: $(STAMP)
 	$(MAKE) --no-print-directory test-jax
 
 test-tensorflow: $(STAMP)
-	KERAS_BACKEND=tensorflow $(PY) -m pytest tests -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	KERAS_BACKEND=tensorflow $(PY) -m pytest tests $(XDIST) $(PYTEST_ARGS)
 
 test-jax: $(STAMP)
-	KERAS_BACKEND=jax $(PY) -m pytest tests -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	KERAS_BACKEND=jax $(PY) -m pytest tests $(XDIST) $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	KERAS_BACKEND=tensorflow $(PY) examples/train_shapes.py

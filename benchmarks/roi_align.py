@@ -102,6 +102,12 @@ _log = Logger("roi_align")
 # Workload
 
 
+def box_levels(boxes):
+    """FPN level of each yxyx box by `LEVEL_AREA_THRESHOLDS`, in NumPy: `[..., 4]` -> int `[...]`."""
+    area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+    return LEVELS[0] + sum((area >= threshold).astype(np.int64) for threshold in LEVEL_AREA_THRESHOLDS)
+
+
 def workload_spec(small):
     spec = dict(SMALL_WORKLOAD if small else STANDARD_WORKLOAD)
     spec.update(
@@ -553,7 +559,7 @@ def feature_mb_read(workload, pool, sampling_ratio=None):
         with np.errstate(divide="ignore"):
             level = 4 + np.round(np.log2(np.sqrt(area) / 224.0))
     else:
-        level = LEVELS[0] + sum(area >= threshold for threshold in LEVEL_AREA_THRESHOLDS)
+        level = box_levels(boxes)
     level = np.clip(np.nan_to_num(level, neginf=LEVELS[0]), LEVELS[0], LEVELS[-1]).astype(np.int64)
     size = np.asarray(workload["feature_sizes"])[level - LEVELS[0]]
     if sampling_ratio is None:
@@ -751,10 +757,16 @@ def _child_command(backend, small, pool_sizes, sampling_ratios, include_backward
     return command
 
 
-def _run_jax_child(small, pool_sizes, sampling_ratios, include_backward, warmup, repeats):
-    """Runs the JAX rows in a fresh process and returns its JSON, or an error dict."""
-    command = _child_command("jax", small, pool_sizes, sampling_ratios, include_backward, warmup, repeats)
-    return run_json_child(command, _log, prefix="roi_align_bench_")
+# `--backend` of each child: its label and the Keras backend it starts with
+# (torchvision's child does not import Keras).
+CHILDREN = {"jax": ("JAX", "jax"), "torch": ("torchvision", None)}
+
+
+def _run_child(backend, small, pool_sizes, sampling_ratios, include_backward, warmup, repeats):
+    """Runs the JAX or torchvision rows in a fresh process and returns its JSON, or an error dict."""
+    label, keras_backend = CHILDREN[backend]
+    command = _child_command(backend, small, pool_sizes, sampling_ratios, include_backward, warmup, repeats)
+    return run_json_child(command, _log, prefix="roi_align_bench_", label=label, keras_backend=keras_backend)
 
 
 # --------------------------------------------------------------------------
@@ -802,6 +814,25 @@ def torchvision_pyramid_roi_align(boxes, features, pool, sampling_ratio):
     return output
 
 
+def to_nchw(array, device="cpu"):
+    """A channels-last NumPy array as a contiguous channels-first torch tensor on `device`."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(np.moveaxis(array, -1, 1))).to(device)
+
+
+def torch_inputs(workload, pool, device="cpu"):
+    """The workload in torch's layout: `(boxes [B, N, 4], maps [B, C, H, W] each, upstream [B * N, C, P, P])`.
+
+    Converted once, outside the timed calls.
+    """
+    import torch
+
+    upstream = make_upstream(workload, pool).reshape(-1, pool, pool, workload["channels"])
+    maps = [to_nchw(f, device) for f in make_features(workload)]
+    return torch.from_numpy(make_boxes(workload)).to(device), maps, to_nchw(upstream, device)
+
+
 def _torch_rows(workload, pool_sizes, sampling_ratios, include_backward, warmup, repeats):
     """torchvision's rows, on CUDA where torch sees a GPU, else on the CPU."""
     import torch
@@ -813,22 +844,18 @@ def _torch_rows(workload, pool_sizes, sampling_ratios, include_backward, warmup,
             torch.cuda.synchronize()
         return outputs
 
-    boxes = torch.from_numpy(make_boxes(workload)).to(device)
-    # NCHW, torch's layout, converted once outside the timed calls.
-    maps = [torch.from_numpy(np.ascontiguousarray(f.transpose(0, 3, 1, 2))).to(device) for f in make_features(workload)]
-    leaves = [m.clone().requires_grad_() for m in maps]
     rows, fingerprints = [], {}
     for pool in pool_sizes:
-        # [B, N, P, P, C] -> [B * N, C, P, P], the output's layout.
-        upstream = make_upstream(workload, pool).reshape(-1, pool, pool, workload["channels"])
-        upstream = torch.from_numpy(np.ascontiguousarray(upstream.transpose(0, 3, 1, 2))).to(device)
+        boxes, maps, upstream = torch_inputs(workload, pool, device)
+        leaves = [m.clone().requires_grad_() for m in maps]
         for sampling_ratio in sampling_ratios:
 
-            def forward(sampling_ratio=sampling_ratio, pool=pool):
+            def forward(sampling_ratio=sampling_ratio, pool=pool, boxes=boxes, maps=maps):
                 with torch.no_grad():
                     return torchvision_pyramid_roi_align(boxes, maps, pool, sampling_ratio)
 
-            def forward_backward(sampling_ratio=sampling_ratio, pool=pool, upstream=upstream):
+            def forward_backward(sampling_ratio=sampling_ratio, pool=pool, inputs=(boxes, leaves, upstream)):
+                boxes, leaves, upstream = inputs
                 output = torchvision_pyramid_roi_align(boxes, leaves, pool, sampling_ratio)
                 return torch.autograd.grad(output, leaves, grad_outputs=upstream)
 
@@ -838,14 +865,8 @@ def _torch_rows(workload, pool_sizes, sampling_ratios, include_backward, warmup,
                 if pass_name == FORWARD:
                     _record_fingerprint(bench, row, fingerprints, to_numpy=lambda out: out.cpu().numpy())
                 rows.append(_run_row(row, bench, warmup, repeats))
-        del upstream
+        del boxes, maps, upstream, leaves
     return rows, fingerprints
-
-
-def _run_torch_child(small, pool_sizes, sampling_ratios, include_backward, warmup, repeats):
-    """Runs torchvision's rows in a fresh process and returns its JSON, or an error dict."""
-    command = _child_command("torch", small, pool_sizes, sampling_ratios, include_backward, warmup, repeats)
-    return run_json_child(command, _log, prefix="roi_align_bench_", label="torchvision", keras_backend=None)
 
 
 # --------------------------------------------------------------------------
@@ -928,9 +949,9 @@ def run_benchmark(
     # and both together do not fit in 24 GB at the standard workload.
     children = {}
     if include_jax:
-        children["jax"] = _run_jax_child(*child_args)
+        children["jax"] = _run_child("jax", *child_args)
     if include_torch:
-        children["torchvision"] = _run_torch_child(*child_args)
+        children["torchvision"] = _run_child("torch", *child_args)
     rows, sanity, tf_fingerprints = _tensorflow_rows(
         workload, pool_sizes, sampling_ratios, include_backward, warmup, repeats
     )
@@ -1000,6 +1021,7 @@ def _table_cells(row):
     ]
 
 
+TORCH_RATIO_COLUMN = "x torchvision"
 TABLE_HEADER = [
     "impl",
     "backend",
@@ -1009,7 +1031,7 @@ TABLE_HEADER = [
     "pass",
     "median ms",
     "x baseline time",
-    "x torchvision",
+    TORCH_RATIO_COLUMN,
     "peak extra MB",
     "TF alloc peak MB",
     "JAX XLA buffers MB",
@@ -1043,7 +1065,13 @@ def format_table(result):
     lines += [f"output tensor, pool {pool}: {output_mb(result['workload'], pool):.1f} MB" for pool in pools]
     lines.append("")
     rows = sorted(result["rows"], key=_sort_key)
-    lines += render_table(TABLE_HEADER, [_table_cells(row) for row in rows], RIGHT_ALIGNED)
+    header, cells = TABLE_HEADER, [_table_cells(row) for row in rows]
+    has_torch = any(row["impl"] == TORCH_IMPL for row in rows)
+    if not has_torch:
+        drop = TABLE_HEADER.index(TORCH_RATIO_COLUMN)
+        header = header[:drop] + header[drop + 1 :]
+        cells = [c[:drop] + c[drop + 1 :] for c in cells]
+    lines += render_table(header, cells, RIGHT_ALIGNED)
     lines += [
         "",
         "x baseline time: median / median of the baseline row with the same pool and pass (< 1 is faster).",
@@ -1052,15 +1080,19 @@ def format_table(result):
         "TF alloc peak MB: TensorFlow CPU allocator's peak bytes in use during the timed calls minus those before.",
         "JAX XLA buffers MB: temporary + output buffers of the compiled step (`memory_analysis()`), "
         "beyond its arguments.",
-        "x torchvision: median / median of the torchvision row with the same sampling_ratio, pool and pass.",
         "baseline: one bilinear sample per bin, not aligned, rounded level assignment; not numerically comparable.",
-        f"{TORCH_IMPL}: torchvision.ops.roi_align (aligned), one call per level as detectron2's ROIPooler, "
-        "results put back in box order; eager, NCHW maps converted once outside the timed calls.",
         f"{FLATTEN_IMPL}: the [B, T, C] table of P2-P5 that the layer otherwise builds on every call (pool and "
         "sampling_ratio do not apply; repeated per pool).",
         f"{FLAT_IMPL}: the layer given that table as `flat_features`, built once outside the timed call (as "
         "kml.build_mask_rcnn shares one table between its box and mask heads); fwd+bwd is the table's gradient.",
     ]
+    if has_torch:
+        lines += [
+            f"{TORCH_RATIO_COLUMN}: median / median of the torchvision row with the same sampling_ratio, pool and "
+            "pass.",
+            f"{TORCH_IMPL}: torchvision.ops.roi_align (aligned), one call per level as detectron2's ROIPooler, "
+            "results put back in box order; eager, NCHW maps converted once outside the timed calls.",
+        ]
     if result.get("traffic"):
         lines += ["", "Memory traffic of the forward:", ""] + format_traffic(result["traffic"])
     lines += [f"note: {note}" for note in result.get("notes", [])]

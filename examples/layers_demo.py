@@ -88,7 +88,9 @@ def main():
     print("\nROI Align benchmark (reduced workload; `make bench` runs the standard one):")
     from benchmarks.roi_align import format_table, run_benchmark
 
-    result = run_benchmark(small=True, pool_sizes=(7,), sampling_ratios=(2,), include_jax=False, repeats=2)
+    result = run_benchmark(
+        small=True, pool_sizes=(7,), sampling_ratios=(2,), include_jax=False, include_torch=False, repeats=2
+    )
     print(format_table(result))
 
 

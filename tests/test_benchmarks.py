@@ -280,7 +280,13 @@ def test_torchvision_ratios_and_rows_in_the_table():
 @tensorflow_only
 def test_roi_align_benchmark_says_when_torchvision_is_missing(monkeypatch):
     monkeypatch.setattr(roi_align, "torchvision_installed", lambda: False)
-    monkeypatch.setattr(roi_align, "_run_torch_child", lambda *args: pytest.fail("no torchvision child expected"))
+    real_run_child = roi_align._run_child
+
+    def run_child(backend, *args):
+        assert backend != "torch", "no torchvision child expected"
+        return real_run_child(backend, *args)
+
+    monkeypatch.setattr(roi_align, "_run_child", run_child)
     result = roi_align.run_benchmark(
         small=True, pool_sizes=(7,), sampling_ratios=(1,), include_jax=False, include_backward=False,
         repeats=1, warmup=0,
@@ -288,6 +294,26 @@ def test_roi_align_benchmark_says_when_torchvision_is_missing(monkeypatch):
     assert result["notes"] == ["no torchvision rows: torch and torchvision are not installed"]
     assert result["settings"]["include_torch"] is False
     assert roi_align.TORCH_IMPL not in {row["impl"] for row in result["rows"]}
+    # No torchvision row, no torchvision column.
+    text = roi_align.format_table(result)
+    assert roi_align.TORCH_RATIO_COLUMN not in text and "note: no torchvision rows" in text
+
+
+def test_torch_child_writes_its_rows_and_torchs_versions(monkeypatch, tmp_path):
+    calls = []
+
+    def fake_rows(workload, pool_sizes, sampling_ratios, include_backward, warmup, repeats):
+        calls.append((workload["name"], pool_sizes, sampling_ratios, include_backward, warmup, repeats))
+        return [{"impl": roi_align.TORCH_IMPL}], {"sr=2 pool=7": [1.0, 2.0]}
+
+    monkeypatch.setattr(roi_align, "_torch_rows", fake_rows)
+    out = tmp_path / "child.json"
+    roi_align.main(["--backend", "torch", "--child-json", str(out), "--small", "--pool-sizes", "7",
+                    "--sampling-ratios", "2", "--no-backward", "--repeats", "2", "--warmup", "0"])
+    assert calls == [("small", [7], [2], False, 0, 2)]
+    child = json.loads(out.read_text())
+    assert child["rows"] == [{"impl": roi_align.TORCH_IMPL}] and child["fingerprints"] == {"sr=2 pool=7": [1.0, 2.0]}
+    assert {"torch", "torchvision", "keras"} <= set(child["versions"])
 
 
 # torchvision's side of `test_torchvision_rows_agree_with_the_layer`, run in a fresh
@@ -300,11 +326,8 @@ import torch
 from benchmarks import roi_align
 
 workload, pool, out_path = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-boxes = torch.from_numpy(roi_align.make_boxes(workload))
-maps = [torch.from_numpy(np.ascontiguousarray(m.transpose(0, 3, 1, 2))).requires_grad_()
-        for m in roi_align.make_features(workload)]
-upstream = roi_align.make_upstream(workload, pool).reshape(-1, pool, pool, workload["channels"])
-upstream = torch.from_numpy(np.ascontiguousarray(upstream.transpose(0, 3, 1, 2)))
+boxes, maps, upstream = roi_align.torch_inputs(workload, pool)
+maps = [m.requires_grad_() for m in maps]
 arrays = {}
 for sampling_ratio in (1, 2):
     out = roi_align.torchvision_pyramid_roi_align(boxes, maps, pool, sampling_ratio)
@@ -325,8 +348,8 @@ def test_torchvision_rows_agree_with_the_layer(tmp_path):
     workload.update(image_size=512, channels=4, num_boxes=40, box_side_px=[24.0, 1000.0])
     workload["feature_sizes"] = [512 // 2**level for level in roi_align.LEVELS]
     boxes = roi_align.make_boxes(workload)
-    area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
-    levels = sum(area >= threshold for threshold in roi_align.LEVEL_AREA_THRESHOLDS)
+    levels = roi_align.box_levels(boxes)
+    np.testing.assert_array_equal(levels, keras.ops.convert_to_numpy(kml.ops.assign_fpn_levels(boxes)))
     assert len(np.unique(levels)) == len(roi_align.LEVELS), "the boxes must use every level"
     pool, out_path = 7, tmp_path / "torch.npz"
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -342,7 +365,9 @@ def test_torchvision_rows_agree_with_the_layer(tmp_path):
     upstream = roi_align.make_upstream(workload, pool)
     outputs = {}
     for sampling_ratio in (1, 2):
-        layer = kml.PyramidROIAlign(pool_size=pool, sampling_ratio=sampling_ratio, aligned=True, min_level=2, max_level=5)
+        layer = kml.PyramidROIAlign(
+            pool_size=pool, sampling_ratio=sampling_ratio, aligned=True, min_level=2, max_level=5
+        )
         expected = outputs[sampling_ratio] = backend_utils.to_numpy(layer(boxes, maps))
         got = arrays[f"out{sampling_ratio}"].transpose(0, 2, 3, 1).reshape(expected.shape)
         np.testing.assert_allclose(got, expected, atol=1e-4)
@@ -352,7 +377,8 @@ def test_torchvision_rows_agree_with_the_layer(tmp_path):
     # The benchmark's own rows: both passes ran, and the forward's fingerprint is the layer's.
     rows = torch_side["rows"]
     assert [(row["pass"], row["error"]) for row in rows] == [(roi_align.FORWARD, None), (roi_align.BACKWARD, None)]
-    assert roi_align._fingerprint_check(torch_side["fingerprints"]["sr=2 pool=7"], roi_align.fingerprint(outputs[2]))["ok"]
+    check = roi_align._fingerprint_check(torch_side["fingerprints"]["sr=2 pool=7"], roi_align.fingerprint(outputs[2]))
+    assert check["ok"], check
 
 
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="the benchmark's JAX rows run under the JAX backend")
