@@ -103,9 +103,12 @@ _log = Logger("roi_align")
 
 
 def box_levels(boxes):
-    """FPN level of each yxyx box by `LEVEL_AREA_THRESHOLDS`, in NumPy: `[..., 4]` -> int `[...]`."""
+    """FPN level of each yxyx box by `LEVEL_AREA_THRESHOLDS`: `[..., 4]` -> int `[...]`.
+
+    Plain arithmetic, so it serves NumPy arrays and torch tensors alike.
+    """
     area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
-    return LEVELS[0] + sum((area >= threshold).astype(np.int64) for threshold in LEVEL_AREA_THRESHOLDS)
+    return LEVELS[0] + sum(area >= threshold for threshold in LEVEL_AREA_THRESHOLDS)
 
 
 def workload_spec(small):
@@ -801,11 +804,10 @@ def torchvision_pyramid_roi_align(boxes, features, pool, sampling_ratio):
     image = torch.arange(batch, dtype=flat.dtype, device=flat.device).repeat_interleave(num_boxes)
     # torchvision's box format: (image index, x1, y1, x2, y2).
     rois = torch.stack([image, flat[:, 1], flat[:, 0], flat[:, 3], flat[:, 2]], dim=1)
-    area = (flat[:, 2] - flat[:, 0]) * (flat[:, 3] - flat[:, 1])
-    level = sum((area >= threshold).long() for threshold in LEVEL_AREA_THRESHOLDS)
+    level = box_levels(flat)
     output = features[0].new_zeros((rois.shape[0], features[0].shape[1], pool, pool))
-    for index, (lvl, feature_map) in enumerate(zip(LEVELS, features)):
-        chosen = torch.nonzero(level == index).squeeze(1)
+    for lvl, feature_map in zip(LEVELS, features):
+        chosen = torch.nonzero(level == lvl).squeeze(1)
         pooled = roi_align(
             feature_map, rois[chosen], (pool, pool), spatial_scale=2.0**-lvl, sampling_ratio=sampling_ratio,
             aligned=True,
@@ -821,16 +823,19 @@ def to_nchw(array, device="cpu"):
     return torch.from_numpy(np.ascontiguousarray(np.moveaxis(array, -1, 1))).to(device)
 
 
-def torch_inputs(workload, pool, device="cpu"):
-    """The workload in torch's layout: `(boxes [B, N, 4], maps [B, C, H, W] each, upstream [B * N, C, P, P])`.
+def torch_inputs(workload, device="cpu"):
+    """The workload in torch's layout, converted once outside the timed calls: `(boxes [B, N, 4], maps)`.
 
-    Converted once, outside the timed calls.
+    The maps are `[B, C, H, W]`, P2 first.
     """
     import torch
 
-    upstream = make_upstream(workload, pool).reshape(-1, pool, pool, workload["channels"])
-    maps = [to_nchw(f, device) for f in make_features(workload)]
-    return torch.from_numpy(make_boxes(workload)).to(device), maps, to_nchw(upstream, device)
+    return torch.from_numpy(make_boxes(workload)).to(device), [to_nchw(f, device) for f in make_features(workload)]
+
+
+def torch_upstream(workload, pool, device="cpu"):
+    """`make_upstream` in the layout of torchvision's output, `[B * N, C, pool, pool]`."""
+    return to_nchw(make_upstream(workload, pool).reshape(-1, pool, pool, workload["channels"]), device)
 
 
 def _torch_rows(workload, pool_sizes, sampling_ratios, include_backward, warmup, repeats):
@@ -844,18 +849,18 @@ def _torch_rows(workload, pool_sizes, sampling_ratios, include_backward, warmup,
             torch.cuda.synchronize()
         return outputs
 
+    boxes, maps = torch_inputs(workload, device)
+    leaves = [m.clone().requires_grad_() for m in maps]
     rows, fingerprints = [], {}
     for pool in pool_sizes:
-        boxes, maps, upstream = torch_inputs(workload, pool, device)
-        leaves = [m.clone().requires_grad_() for m in maps]
+        upstream = torch_upstream(workload, pool, device)
         for sampling_ratio in sampling_ratios:
 
-            def forward(sampling_ratio=sampling_ratio, pool=pool, boxes=boxes, maps=maps):
+            def forward(sampling_ratio=sampling_ratio, pool=pool):
                 with torch.no_grad():
                     return torchvision_pyramid_roi_align(boxes, maps, pool, sampling_ratio)
 
-            def forward_backward(sampling_ratio=sampling_ratio, pool=pool, inputs=(boxes, leaves, upstream)):
-                boxes, leaves, upstream = inputs
+            def forward_backward(sampling_ratio=sampling_ratio, pool=pool, upstream=upstream):
                 output = torchvision_pyramid_roi_align(boxes, leaves, pool, sampling_ratio)
                 return torch.autograd.grad(output, leaves, grad_outputs=upstream)
 
@@ -865,7 +870,7 @@ def _torch_rows(workload, pool_sizes, sampling_ratios, include_backward, warmup,
                 if pass_name == FORWARD:
                     _record_fingerprint(bench, row, fingerprints, to_numpy=lambda out: out.cpu().numpy())
                 rows.append(_run_row(row, bench, warmup, repeats))
-        del boxes, maps, upstream, leaves
+        del upstream
     return rows, fingerprints
 
 
@@ -1013,7 +1018,7 @@ def _table_cells(row):
         row["pass"],
         fmt(row["median_ms"], ".1f", failed),
         fmt(row["ratio_to_baseline"], ".2f"),
-        fmt(row.get("ratio_to_torchvision"), ".2f"),
+        fmt(row["ratio_to_torchvision"], ".2f"),
         fmt(row["peak_extra_mb"], ".0f"),
         fmt(row["allocator_peak_extra_mb"], ".0f"),
         fmt(row["xla_buffers_mb"], ".0f"),

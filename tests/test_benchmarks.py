@@ -326,8 +326,9 @@ import torch
 from benchmarks import roi_align
 
 workload, pool, out_path = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-boxes, maps, upstream = roi_align.torch_inputs(workload, pool)
+boxes, maps = roi_align.torch_inputs(workload)
 maps = [m.requires_grad_() for m in maps]
+upstream = roi_align.torch_upstream(workload, pool)
 arrays = {}
 for sampling_ratio in (1, 2):
     out = roi_align.torchvision_pyramid_roi_align(boxes, maps, pool, sampling_ratio)
