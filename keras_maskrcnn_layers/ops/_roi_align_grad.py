@@ -12,13 +12,14 @@ replaces it with one of two formulations:
 - large maps: every bin's upstream gradient is spread over the
   `(2 * sampling_ratio)^2` bilinear taps of its samples by weighted
   scatter-adds, in a loop over a few ROIs at a time (`scatter_gradient`
-  for the table, `map_scatter_gradients` for the maps). Each step's updates
-  stay in cache (`SCATTER_CHUNK_BYTES`). On the standard benchmark (1024 px,
-  P2..P5, 256 channels, 2 x 1000 ROIs, sampling ratio 2, 2 CPU cores, JAX)
-  forward + backward of the table takes 85 ms at pool 7 and 245 ms at pool
-  14, with 188 / 187 MB of XLA buffers (the README's table); the automatic
-  gradient of the gathers takes 3.5 GB (pool 7) and 13 GB (pool 14) of
-  allocator peak.
+  for the table, `map_scatter_gradients` for the maps), each step's
+  updates small (`SCATTER_CHUNK_BYTES`). On the standard benchmark (1024
+  px, P2..P5, 256 channels, 2 x 1000 ROIs, sampling ratio 2, 2 CPU cores,
+  JAX) forward + backward of the table took 75 ms at pool 7 and 225 ms at
+  pool 14 on an AMD EPYC host (8 MB steps), and 152-156 / 487-508 ms on an
+  Intel Xeon one (16 MB steps), with 196 / 197 MB of XLA buffers (the
+  README); the automatic gradient of the gathers takes 3.5 GB (pool 7) and
+  13 GB (pool 14) of allocator peak.
 
 The loops are written for XLA, which updates the buffer in place at every
 step. Without XLA, TensorFlow copies the whole buffer at every step
@@ -133,15 +134,23 @@ def map_gradient(upstream, y_corners, x_corners, on_map, map_shape, sampling_rat
 
 # Bytes of the weighted updates `[n, 2S * pool_h, 2S * pool_w, C]` that one
 # step of the scatter backward's loop computes and scatters, `n` boxes at a
-# time: small enough to stay in cache between the multiply that writes them
-# and the scatter that reads them. Measured on the standard benchmark (2 CPU
-# cores, sampling ratio 2, fwd+bwd of the maps, JAX): at pool 7, steps of 4
-# to 12 MB (5 to 15 boxes) all take 73-77 ms; at pool 14 (3.2 MB a box), one
-# box a step takes 247 ms, two (8 MB) 218 ms, three 222 ms. TensorFlow XLA:
-# 8 and 12 MB within 3 %. The 64 MB chunks unrolled into the graph that this
-# loop replaced took 197 ms at pool 7 in an earlier run, steps of 3 / 6 /
-# 13 / 31 MB 143 / 122 / 139 / 172 ms (before the boxes were sorted).
-SCATTER_CHUNK_BYTES = 8 * 2**20
+# time: few enough steps that their fixed cost stays small, small enough
+# that a step's updates stay near the cores. Measured on the standard
+# benchmark (2 CPU cores, sampling ratio 2):
+# - AMD EPYC host, fwd+bwd of the maps, JAX: at pool 7, steps of 4 to 12 MB
+#   (5 to 15 boxes) all take 73-77 ms; at pool 14 (3.2 MB a box), one box a
+#   step takes 247 ms, two (8 MB) 218 ms, three 222 ms; TF XLA 8 and 12 MB
+#   within 3 %.
+# - Intel Xeon host, the maps' backward alone, TF XLA, pool 14: two boxes
+#   (8 MB) 556-564 ms, three to seven (12-24 MB) 503-519 ms, ten (32 MB)
+#   539 ms, twenty (64 MB) 744 ms; pool 7: 8, 16 and 32 MB 186-210 ms.
+#   `make bench`, two runs each way, 8 -> 16 MB: fwd+bwd at pool 14
+#   504-594 -> 479-508 ms (TF XLA and JAX, maps and table), at pool 7
+#   155-165 -> 149-158 ms; JAX XLA buffers 188 -> 197 MB.
+# The 64 MB chunks unrolled into the graph that this loop replaced took
+# 197 ms at pool 7 (AMD), steps of 3 / 6 / 13 / 31 MB 143 / 122 / 139 /
+# 172 ms (before the boxes were sorted).
+SCATTER_CHUNK_BYTES = 16 * 2**20
 
 
 def _axis_taps(corners, sampling_ratio):
