@@ -44,9 +44,11 @@ class PyramidROIAlign(keras.layers.Layer):
             `[B, H_l, W_l, C]`, level `l` at stride `2**l`.
         flat_features: optional float tensor `[B, T, C]`, the output of
             `kml.FlattenPyramid` on `features`. Every call otherwise copies
-            the pyramid into that table; two layers that pool the same
-            pyramid (box and mask heads) can share one. The layer then reads
-            the table, and `features` only for their shapes.
+            the pyramid into that table (all but the finest map with
+            `sampling_ratio=1`, which it then reads in place); two layers
+            that pool the same pyramid (box and mask heads) can share one.
+            The layer then reads the table, and `features` only for their
+            shapes.
 
     Returns:
         Tensor `[B, N, pool_h, pool_w, C]` in the layer's compute dtype.
@@ -159,7 +161,7 @@ class FlattenPyramid(keras.layers.Layer):
     """Flattens FPN maps into the `[B, T, C]` table that `PyramidROIAlign` reads.
 
     `PyramidROIAlign` builds this table on every call, a copy of the whole
-    pyramid. A model whose box and mask heads pool the same pyramid builds
+    pyramid (of all but the finest map with `sampling_ratio=1`). A model whose box and mask heads pool the same pyramid builds
     it once with this layer and passes it to both as `flat_features` (as
     `kml.build_mask_rcnn` does). Every map is flattened row-major and the
     maps are concatenated in order (`kml.ops.flatten_pyramid`).

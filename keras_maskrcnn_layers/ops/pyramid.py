@@ -46,8 +46,10 @@ def flatten_pyramid(features):
 
     Every map is flattened row-major and the maps are concatenated in order.
     `multilevel_roi_align` and `kml.PyramidROIAlign` build this table on
-    every call unless it is given to them as `flat_features`; a model that
-    pools the same pyramid several times (box and mask heads) builds it once.
+    every call unless it is given to them as `flat_features` (with
+    `sampling_ratio=1`, the table of all maps but the first, which they read
+    in place); a model that pools the same pyramid several times (box and
+    mask heads) builds it once.
 
     Args:
         features: list of tensors `[B, H_l, W_l, C]`.

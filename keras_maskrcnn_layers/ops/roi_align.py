@@ -23,11 +23,14 @@ gathers. Given the maps rather than a table, the backward writes each map's
 gradient directly, so the table is never differentiated and split.
 
 The pyramid is read as one table `[B, T, C]` (`flatten_pyramid`). Building
-it copies every map: on the standard benchmark 10-15 ms under TF XLA and
+it copies every map: on the standard benchmark 10-17 ms under TF XLA and
 under `jax.jit` (with the benchmarks' malloc settings; see
 benchmarks/README.md), close to pooling its 2 x 1000 boxes at pool 7 with
-one sample per bin (15-21 ms). A model whose heads pool the same pyramid several
-times flattens it once and passes the table as `flat_features`.
+one sample per bin (12-21 ms). A model whose heads pool the same pyramid
+several times flattens it once and passes the table as `flat_features`.
+Given the maps with one sample per bin, the forward copies all but the
+first (largest) map and reads that one where it lies
+(`FIRST_MAP_IN_PLACE_MAX_SAMPLING_RATIO`).
 
 With `box_indices` (ground-truth mask crops, which need no gradient) the
 automatic gradient is kept.
@@ -148,6 +151,78 @@ def _roi_align_flat(flat_features, boxes, base, height, width, scale, pool_size,
     return _gather_pool(flat_features, base, width, y_corners, x_corners, sampling_ratio)
 
 
+# Given the maps rather than a table, the forward reads the first (finest,
+# largest) map where it lies and flattens only the others when
+# `sampling_ratio` is at most this (`_gather_first_in_place`): it skips
+# copying the map that holds most of the pyramid (134 of 178 MB on the
+# standard benchmark), at the price of a second set of gathers, which read
+# one row for the boxes of the other levels. Measured on the standard
+# benchmark (2 CPU cores, Intel Xeon, forward, medians of 9 calls in one
+# process; every map flattened -> first map in place, and a ready table):
+# - `sampling_ratio` 1, TF XLA: pool 7 27.2 -> 16.0 ms (table 14.7), pool 14
+#   57.4 -> 48.1 ms (44.7); `jax.jit`: 27.0 -> 18.2 ms (12.5), 55.7 -> 47.1
+#   ms (40.1).
+# - `sampling_ratio` 2, TF XLA: pool 7 39.8 -> 32.9 ms (29.6), pool 14 70.7
+#   -> 69.8 ms (56.6); `jax.jit`: 50.4 -> 48.6 ms (27.2), 81.9 -> 124.8 ms
+#   (65.8). With sixteen gathers per bin the second set is no longer free
+#   on every compiler, so two samples per bin and more flatten every map.
+FIRST_MAP_IN_PLACE_MAX_SAMPLING_RATIO = 1
+
+
+def _gather_first_in_place(maps, shapes, level, width, y_corners, x_corners, sampling_ratio):
+    """`_gather_pool` over the maps without copying the first one.
+
+    Two sources are gathered for every box: the first map as it lies, and
+    the table of the other maps (`flatten_pyramid(maps[1:])`). A box's
+    output is taken from the source that holds its level. In the other its
+    indices are 0, so that source reads one row for it, which is then
+    dropped: selected, not weighted by zero, so that a NaN or infinity
+    there stays out of other boxes' outputs.
+
+    Args:
+        maps: list of `[B, H_l, W_l, C]`, at least two.
+        shapes: `(H, W)` of every map.
+        level: int32 `[B, N]`, index of each box's map.
+        width, y_corners, x_corners: as for `_gather_pool`, on the box's
+            own map.
+
+    Returns:
+        float32 `[B, N, pool_h, pool_w, C]`.
+    """
+    batch, channels = ops.shape(maps[0])[0], maps[0].shape[-1]
+    images = ops.arange(batch, dtype="int32")[:, None]
+    rest_offsets, rest_rows = [ops.zeros((), "int32")], 0
+    for h, w in shapes[1:]:
+        rest_offsets.append(ops.cast(rest_rows, "int32"))
+        rest_rows = rest_rows + h * w
+    on_first = ops.equal(level, 0)
+    sources = (
+        (ops.reshape(maps[0], (-1, channels)), images * ops.cast(shapes[0][0] * shapes[0][1], "int32"), on_first),
+        (
+            ops.reshape(flatten_pyramid(maps[1:]), (-1, channels)),
+            # Level 0 has no rows in the table of the others: its offset is never read.
+            images * ops.cast(rest_rows, "int32") + ops.take(ops.stack(rest_offsets), level),
+            ops.logical_not(on_first),
+        ),
+    )
+    y_low, y_high, wy_low, wy_high = y_corners
+    x_low, x_high, wx_low, wx_high = x_corners
+    parts = []
+    for flat, base, on in sources:
+        on = ops.cast(on, "int32")
+        mask = on[..., None, None]
+        parts.append(
+            _gather_pool(
+                flat,
+                base * on,
+                width,
+                (y_low * mask, y_high * mask, wy_low, wy_high),
+                (x_low * mask, x_high * mask, wx_low, wx_high),
+                sampling_ratio,
+            )
+        )
+    return ops.where(on_first[..., None, None, None], parts[0], parts[1])
+
 
 def _pool_maps(table, shapes, boxes, scales, level_fn, pool_size, sampling_ratio, aligned, valid_fn=None):
     """ROI Align of every box on its own map of a flattened pyramid.
@@ -159,7 +234,8 @@ def _pool_maps(table, shapes, boxes, scales, level_fn, pool_size, sampling_ratio
     Args:
         table: `[B, T, C]`, the maps flattened row-major and concatenated
             in order (`flatten_pyramid`); or the list of maps `[B, H, W, C]`,
-            which the forward then flattens itself, so that the gradient is
+            which the forward then flattens itself (all but the first up to
+            `FIRST_MAP_IN_PLACE_MAX_SAMPLING_RATIO`), so that the gradient is
             computed for each map directly instead of for the table and then
             split.
         shapes: `(H, W)` of every map in the table, ints or scalar tensors.
@@ -178,11 +254,10 @@ def _pool_maps(table, shapes, boxes, scales, level_fn, pool_size, sampling_ratio
     """
 
     maps = list(table) if isinstance(table, (list, tuple)) else None
+    first_in_place = maps is not None and len(maps) > 1 and sampling_ratio <= FIRST_MAP_IN_PLACE_MAX_SAMPLING_RATIO
 
     def forward(boxes, table):
         boxes = ops.stop_gradient(boxes)
-        if maps is not None:
-            table = flatten_pyramid(table)
         batch, num_boxes = ops.shape(boxes)[0], ops.shape(boxes)[1]
         heights, widths, offsets = [], [], []
         total = 0
@@ -191,7 +266,6 @@ def _pool_maps(table, shapes, boxes, scales, level_fn, pool_size, sampling_ratio
             widths.append(ops.cast(w, "float32"))
             offsets.append(ops.cast(total, "int32"))
             total = total + h * w
-        flat = ops.reshape(table, (-1, table.shape[-1]))
         image_base = ops.arange(batch, dtype="int32")[:, None] * ops.cast(total, "int32")
         if level_fn is None:
             level = None
@@ -208,7 +282,12 @@ def _pool_maps(table, shapes, boxes, scales, level_fn, pool_size, sampling_ratio
         if valid_fn is not None:
             valid = valid_fn(boxes)[..., None, None]
             y_corners = y_corners[:2] + tuple(w * valid for w in y_corners[2:])
-        out = _gather_pool(flat, base, width, y_corners, x_corners, sampling_ratio)
+        if first_in_place:
+            out = _gather_first_in_place(table, shapes, level, width, y_corners, x_corners, sampling_ratio)
+        else:
+            table = flatten_pyramid(table) if maps is not None else table
+            flat = ops.reshape(table, (-1, table.shape[-1]))
+            out = _gather_pool(flat, base, width, y_corners, x_corners, sampling_ratio)
         return out, level, y_corners, x_corners, base, width
 
     static = all(isinstance(d, int) for shape in shapes for d in shape) and boxes.shape[1] is not None
@@ -334,8 +413,10 @@ def multilevel_roi_align(
     The level of a box is `assign_fpn_levels(boxes, ...)`; on level `l` the
     box is scaled by `1 / 2**l`. All levels are read from one table
     (`flatten_pyramid`), so a single set of gathers serves every box whatever
-    its level. Rows whose box is all zeros (padding, by the package's
-    convention) give zeros.
+    its level; with `sampling_ratio=1` and no `flat_features`, the first map
+    is read where it lies and only the others are copied into the table.
+    Rows whose box is all zeros (padding, by the package's convention) give
+    zeros.
 
     Args:
         features: list of float tensors `[B, H_l, W_l, C]` for levels

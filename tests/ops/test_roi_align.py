@@ -1,3 +1,5 @@
+import importlib
+
 import keras
 import numpy as np
 import pytest
@@ -5,6 +7,10 @@ import pytest
 from keras_maskrcnn_layers import ops as kml_ops
 from tests import reference
 from tests.backend_utils import grad, jit, to_numpy
+
+
+# The module, not the `roi_align` function that `ops` re-exports under its name.
+roi_align_module = importlib.import_module("keras_maskrcnn_layers.ops.roi_align")
 
 
 def ramp(height, width, channels=1, batch=1):
@@ -313,3 +319,87 @@ def test_flat_features_must_match_the_maps():
         kml_ops.flatten_pyramid(features[0])
     with pytest.raises(ValueError, match="at least one map"):
         kml_ops.flatten_pyramid([])
+
+
+# === The first map read in place ===
+
+
+@pytest.fixture
+def flattened(monkeypatch):
+    """Records the number of maps in every table that the multilevel forward builds."""
+    calls = []
+    flatten = roi_align_module.flatten_pyramid
+
+    def counting(features):
+        calls.append(len(features))
+        return flatten(features)
+
+    monkeypatch.setattr(roi_align_module, "flatten_pyramid", counting)
+    return calls
+
+
+def test_first_map_read_in_place_with_one_sample_per_bin(flattened):
+    """Given the maps, `sampling_ratio=1` copies P3..P5 only; 2 copies the whole pyramid."""
+    rng = np.random.default_rng(15)
+    features = [rng.normal(size=(2, 128 // 2**lvl, 96 // 2**lvl, 3)).astype("float32") for lvl in (2, 3, 4, 5)]
+    boxes = random_boxes(rng, 2, 40, extent=128.0)
+    boxes[:, 0] = (-200, -200, 400, 400)  # level 5
+    boxes[:, 1] = (10, 10, 30, 40)  # level 2
+    table = kml_ops.flatten_pyramid(features)
+    flattened.clear()
+    for sampling_ratio, tables in ((1, [3]), (2, [4])):
+        expected = reference.multilevel_roi_align(features, boxes, (3, 4), sampling_ratio, True)
+        out = to_numpy(kml_ops.multilevel_roi_align(features, boxes, (3, 4), sampling_ratio=sampling_ratio))
+        assert flattened == tables
+        np.testing.assert_allclose(out, expected, atol=1e-4, rtol=1e-4)
+        from_table = kml_ops.multilevel_roi_align(
+            features, boxes, (3, 4), sampling_ratio=sampling_ratio, flat_features=table
+        )
+        np.testing.assert_allclose(out, to_numpy(from_table), atol=1e-6)
+        flattened.clear()
+
+    def fn(f2, f3, f4, f5, b):
+        return kml_ops.multilevel_roi_align([f2, f3, f4, f5], b, (3, 4), sampling_ratio=1)
+
+    eager = to_numpy(fn(*features, boxes))
+    np.testing.assert_allclose(to_numpy(jit(fn)(*features, boxes)), eager, atol=1e-5)
+    assert flattened and set(flattened) == {3}
+
+
+@pytest.mark.parametrize("limit, sampling_ratio", [(0, 1), (3, 2), (3, 3)])
+def test_either_forward_layout_at_any_sampling_ratio(monkeypatch, flattened, limit, sampling_ratio):
+    """The layout the default does not take at this sampling ratio matches the reference too."""
+    monkeypatch.setattr(roi_align_module, "FIRST_MAP_IN_PLACE_MAX_SAMPLING_RATIO", limit)
+    rng = np.random.default_rng(16 + sampling_ratio)
+    image = 256
+    features = [rng.normal(size=(2, image // 2**lvl, image // 2**lvl, 2)).astype("float32") for lvl in (2, 3, 4, 5)]
+    centres = rng.uniform(-40, image + 40, size=(2, 30, 2))
+    sides = np.exp(rng.uniform(np.log(4), np.log(600), size=(2, 30, 2)))
+    boxes = np.concatenate([centres - sides / 2, centres + sides / 2], axis=-1).astype("float32")
+    boxes[:, 2] = 0.0  # padding rows
+    for aligned in (True, False):
+        out = kml_ops.multilevel_roi_align(features, boxes, (4, 3), sampling_ratio=sampling_ratio, aligned=aligned)
+        expected = reference.multilevel_roi_align(features, boxes, (4, 3), sampling_ratio, aligned)
+        np.testing.assert_allclose(to_numpy(out), expected, atol=1e-4, rtol=1e-4)
+        assert np.all(to_numpy(out)[:, 2] == 0.0)
+    assert set(flattened) == ({4} if limit < sampling_ratio else {3})
+
+
+def test_first_map_in_place_keeps_a_nan_where_it_is(flattened):
+    """Boxes of one source read row 0 of the other; a NaN there must not reach them."""
+    features = [np.ones((1, 256 // 2**lvl, 256 // 2**lvl, 2), "float32") for lvl in (2, 3, 4, 5)]
+    features[0][0, 0, 0] = np.nan  # row 0 of P2
+    features[1][0, 0, 0] = np.nan  # row 0 of the table of P3..P5
+    boxes = np.array(
+        [[[100, 100, 130, 130], [20, 20, 140, 140], [10, 10, 250, 250], [-100, -100, 400, 400], [0, 0, 20, 20], [-8, -8, 104, 104]]],
+        "float32",
+    )
+    levels = [reference.fpn_level(b, 2, 5) for b in boxes[0].astype(np.float64)]
+    assert levels == [2, 3, 4, 5, 2, 3]
+    out = to_numpy(jit(lambda *m: kml_ops.multilevel_roi_align(list(m), boxes, 3, sampling_ratio=1))(*features))
+    assert flattened == [3], "the first map must be read in place"
+    # Away from the NaNs: finite, every level.
+    assert np.isfinite(out[0, :4]).all()
+    np.testing.assert_allclose(out[0, :3], 1.0)
+    # From the corner of P2 and of P3, which hold them.
+    assert np.isnan(out[0, 4]).any() and np.isnan(out[0, 5]).any()

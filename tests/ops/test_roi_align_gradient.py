@@ -355,6 +355,23 @@ def test_multilevel_scatter(monkeypatch, scatter_calls, aligned, sampling_ratio,
     assert set(scatter_calls) == {"maps"}, "the maps' gradient comes from the per-map loops"
 
 
+@pytest.mark.parametrize("limit, sampling_ratio", [(0, 1), (2, 2)])
+@pytest.mark.parametrize("path", ["dense", "scatter"])
+def test_multilevel_other_forward_layout(monkeypatch, request, path, limit, sampling_ratio):
+    """Both backwards, and the automatic gradient, with the forward layout the default leaves out here.
+
+    By default the maps' forward reads P2 in place at sampling ratio 1 and
+    flattens every map at 2 (`FIRST_MAP_IN_PLACE_MAX_SAMPLING_RATIO`); the
+    tests above cover those, this one the other way round.
+    """
+    calls = request.getfixturevalue(f"{path}_calls")
+    monkeypatch.setattr(roi_align_module, "FIRST_MAP_IN_PLACE_MAX_SAMPLING_RATIO", limit)
+    reference_calls = calls if path == "dense" else []
+    check_multilevel_gradient(
+        monkeypatch, 60 + sampling_ratio, True, sampling_ratio, (3, 2), calls, path, reference_calls
+    )
+
+
 @pytest.mark.parametrize("batch", [1, 2])
 def test_scatter_table_gradient_equals_maps_gradient(scatter_calls, batch):
     """`flat_features` takes the table's loop; its gradient is the maps' gradient, flattened."""
