@@ -582,25 +582,44 @@ def table_mb(workload):
     return np.prod(table_shape(workload)) * np.dtype(workload["dtype"]).itemsize / BYTES_PER_MB
 
 
+def maps_copy_mb(workload, sampling_ratio):
+    """MB of the table that the layer, given the maps, builds on every call.
+
+    The table of every map; with few samples per bin
+    (`FIRST_MAP_IN_PLACE_MAX_SAMPLING_RATIO` of `kml.ops.roi_align`'s
+    module) the table of all maps but the first, which the layer reads
+    where it lies.
+    """
+    import importlib
+
+    in_place_up_to = importlib.import_module(
+        "keras_maskrcnn_layers.ops.roi_align"
+    ).FIRST_MAP_IN_PLACE_MAX_SAMPLING_RATIO
+    if sampling_ratio > in_place_up_to:
+        return table_mb(workload)
+    first = workload["batch"] * workload["feature_sizes"][0] ** 2 * workload["channels"]
+    return table_mb(workload) - first * np.dtype(workload["dtype"]).itemsize / BYTES_PER_MB
+
+
 def traffic_rows(workload, pool_sizes, sampling_ratios):
     """The forward's memory traffic per configuration, from `feature_mb_read` and the tensor sizes.
 
     `copies_mb` counts whole tensors read and written again: the table the
-    layer builds from the maps on every call, and the baseline's
-    concatenation of its four levels and its reordering into box order.
-    The layer's figures are those of its compiled forward, whose gathers
-    XLA fuses into one loop; without XLA, every gather is a tensor of its
-    own.
+    layer builds from the maps on every call (`maps_copy_mb`), and the
+    baseline's concatenation of its four levels and its reordering into box
+    order. The layer's figures are those of its compiled forward, whose
+    gathers XLA fuses into one loop; without XLA, every gather is a tensor
+    of its own.
     """
     rows = []
-    flatten_copies = 2 * table_mb(workload)
     for pool in pool_sizes:
         output = output_mb(workload, pool)
         baseline = feature_mb_read(workload, pool)
         configs = [(BASELINE_IMPL, None, baseline, 4 * output)]
         for sampling_ratio in sampling_ratios:
             read = feature_mb_read(workload, pool, sampling_ratio)
-            configs += [(LAYER_IMPL, sampling_ratio, read, flatten_copies), (FLAT_IMPL, sampling_ratio, read, 0.0)]
+            copies = 2 * maps_copy_mb(workload, sampling_ratio)
+            configs += [(LAYER_IMPL, sampling_ratio, read, copies), (FLAT_IMPL, sampling_ratio, read, 0.0)]
         rows += [
             dict(
                 impl=impl, pool=pool, sampling_ratio=sampling_ratio, feature_mb=read,
@@ -632,7 +651,8 @@ def format_traffic(rows):
         "",
         "feature MB read: per box, the distinct map pixels its forward's gathers touch, times a pixel's bytes",
         "(all channels), summed over boxes (counted from the boxes, not measured; a pixel two boxes share counts",
-        "twice). copies MB: whole tensors read and written again (the table built from the maps on every call;",
+        "twice). copies MB: whole tensors read and written again (the table built from the maps on every call,",
+        "without the first map at sampling_ratio 1, which the layer then reads in place;",
         "the baseline's concatenation of its levels and its reordering into box order). output MB: written once.",
         "The layer's rows count its XLA-compiled forward, whose gathers are fused; without XLA it moves far more.",
     ]
