@@ -169,7 +169,7 @@ def _roi_align_flat(flat_features, boxes, base, height, width, scale, pool_size,
 FIRST_MAP_IN_PLACE_MAX_SAMPLING_RATIO = 1
 
 
-def _gather_first_in_place(maps, shapes, level, width, y_corners, x_corners, sampling_ratio):
+def _gather_first_in_place(maps, offsets, total, level, width, y_corners, x_corners, sampling_ratio):
     """`_gather_pool` over the maps without copying the first one.
 
     Two sources are gathered for every box: the first map as it lies, and
@@ -181,7 +181,8 @@ def _gather_first_in_place(maps, shapes, level, width, y_corners, x_corners, sam
 
     Args:
         maps: list of `[B, H_l, W_l, C]`, at least two.
-        shapes: `(H, W)` of every map.
+        offsets: int32 scalars, row of every map's origin in one image's
+            table of all maps; `total`, that table's rows.
         level: int32 `[B, N]`, index of each box's map.
         width, y_corners, x_corners: as for `_gather_pool`, on the box's
             own map.
@@ -191,17 +192,14 @@ def _gather_first_in_place(maps, shapes, level, width, y_corners, x_corners, sam
     """
     batch, channels = ops.shape(maps[0])[0], maps[0].shape[-1]
     images = ops.arange(batch, dtype="int32")[:, None]
-    rest_offsets, rest_rows = [ops.zeros((), "int32")], 0
-    for h, w in shapes[1:]:
-        rest_offsets.append(ops.cast(rest_rows, "int32"))
-        rest_rows = rest_rows + h * w
+    first_rows = offsets[1]
     on_first = ops.equal(level, 0)
     sources = (
-        (ops.reshape(maps[0], (-1, channels)), images * ops.cast(shapes[0][0] * shapes[0][1], "int32"), on_first),
+        (ops.reshape(maps[0], (-1, channels)), images * first_rows, on_first),
         (
             ops.reshape(flatten_pyramid(maps[1:]), (-1, channels)),
-            # Level 0 has no rows in the table of the others: its offset is never read.
-            images * ops.cast(rest_rows, "int32") + ops.take(ops.stack(rest_offsets), level),
+            # The table of the others starts at map 1; level 0's negative offset is masked below.
+            images * (ops.cast(total, "int32") - first_rows) + ops.take(ops.stack(offsets) - first_rows, level),
             ops.logical_not(on_first),
         ),
     )
@@ -283,7 +281,7 @@ def _pool_maps(table, shapes, boxes, scales, level_fn, pool_size, sampling_ratio
             valid = valid_fn(boxes)[..., None, None]
             y_corners = y_corners[:2] + tuple(w * valid for w in y_corners[2:])
         if first_in_place:
-            out = _gather_first_in_place(table, shapes, level, width, y_corners, x_corners, sampling_ratio)
+            out = _gather_first_in_place(table, offsets, total, level, width, y_corners, x_corners, sampling_ratio)
         else:
             table = flatten_pyramid(table) if maps is not None else table
             flat = ops.reshape(table, (-1, table.shape[-1]))

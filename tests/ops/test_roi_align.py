@@ -106,16 +106,22 @@ def test_single_level_matches_reference(aligned, sampling_ratio, pool):
     np.testing.assert_allclose(out, expected, atol=1e-4, rtol=1e-4)
 
 
+def pyramid_and_boxes(rng, count, channels, image=256):
+    """P2..P5 of a square image, batch 2, and `count` boxes per image.
+
+    Sides log-uniform over 4..600 px reach every level; some cross the
+    border or lie outside.
+    """
+    features = [rng.normal(size=(2, image // 2**lvl, image // 2**lvl, channels)).astype("float32") for lvl in (2, 3, 4, 5)]
+    centres = rng.uniform(-40, image + 40, size=(2, count, 2))
+    sides = np.exp(rng.uniform(np.log(4), np.log(600), size=(2, count, 2)))
+    return features, np.concatenate([centres - sides / 2, centres + sides / 2], axis=-1).astype("float32")
+
+
 @pytest.mark.parametrize("aligned", [True, False])
 @pytest.mark.parametrize("sampling_ratio", [1, 2])
 def test_multilevel_matches_reference_on_every_level(aligned, sampling_ratio):
-    rng = np.random.default_rng(7)
-    image = 256
-    features = [rng.normal(size=(2, image // 2**lvl, image // 2**lvl, 4)).astype("float32") for lvl in (2, 3, 4, 5)]
-    # Sides log-uniform over 4..600 px reach every level; some cross the border or lie outside.
-    centres = rng.uniform(-40, image + 40, size=(2, 40, 2))
-    sides = np.exp(rng.uniform(np.log(4), np.log(600), size=(2, 40, 2)))
-    boxes = np.concatenate([centres - sides / 2, centres + sides / 2], axis=-1).astype("float32")
+    features, boxes = pyramid_and_boxes(np.random.default_rng(7), 40, 4)
     boxes[:, 3] = 0.0  # padding rows
     boxes[:, 5] = (30, 30, 30, 30)  # zero area
     boxes[:, 6] = (-300, -300, -280, -250)  # fully outside
@@ -370,12 +376,7 @@ def test_first_map_read_in_place_with_one_sample_per_bin(flattened):
 def test_either_forward_layout_at_any_sampling_ratio(monkeypatch, flattened, limit, sampling_ratio):
     """The layout the default does not take at this sampling ratio matches the reference too."""
     monkeypatch.setattr(roi_align_module, "FIRST_MAP_IN_PLACE_MAX_SAMPLING_RATIO", limit)
-    rng = np.random.default_rng(16 + sampling_ratio)
-    image = 256
-    features = [rng.normal(size=(2, image // 2**lvl, image // 2**lvl, 2)).astype("float32") for lvl in (2, 3, 4, 5)]
-    centres = rng.uniform(-40, image + 40, size=(2, 30, 2))
-    sides = np.exp(rng.uniform(np.log(4), np.log(600), size=(2, 30, 2)))
-    boxes = np.concatenate([centres - sides / 2, centres + sides / 2], axis=-1).astype("float32")
+    features, boxes = pyramid_and_boxes(np.random.default_rng(16 + sampling_ratio), 30, 2)
     boxes[:, 2] = 0.0  # padding rows
     for aligned in (True, False):
         out = kml_ops.multilevel_roi_align(features, boxes, (4, 3), sampling_ratio=sampling_ratio, aligned=aligned)
