@@ -477,7 +477,6 @@ def test_feature_mb_read_counts_the_pixels_the_layer_gathers(monkeypatch, pool, 
     assert roi_align.feature_mb_read(workload, pool, sampling_ratio) == pytest.approx(expected)
 
 
-
 @pytest.mark.parametrize("sampling_ratio", [1, 2])
 def test_maps_copy_mb_is_what_the_layer_flattens(monkeypatch, sampling_ratio):
     """Against the maps that the layer's forward passes to `flatten_pyramid`."""
@@ -497,6 +496,7 @@ def test_maps_copy_mb_is_what_the_layer_flattens(monkeypatch, sampling_ratio):
     layer = kml.PyramidROIAlign(pool_size=3, sampling_ratio=sampling_ratio)
     layer(roi_align.make_boxes(workload), features)
     assert flattened == [pytest.approx(roi_align.maps_copy_mb(workload, sampling_ratio))]
+
 
 @tensorflow_only
 def test_feature_mb_read_counts_the_pixels_crop_and_resize_reads():

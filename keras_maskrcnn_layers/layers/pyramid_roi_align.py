@@ -161,9 +161,10 @@ class FlattenPyramid(keras.layers.Layer):
     """Flattens FPN maps into the `[B, T, C]` table that `PyramidROIAlign` reads.
 
     `PyramidROIAlign` builds this table on every call, a copy of the whole
-    pyramid (of all but the finest map with `sampling_ratio=1`). A model whose box and mask heads pool the same pyramid builds
-    it once with this layer and passes it to both as `flat_features` (as
-    `kml.build_mask_rcnn` does). Every map is flattened row-major and the
+    pyramid (of all but the finest map with `sampling_ratio=1`). A model
+    whose box and mask heads pool the same pyramid builds it once with this
+    layer and passes it to both as `flat_features` (as `kml.build_mask_rcnn`
+    does). Every map is flattened row-major and the
     maps are concatenated in order (`kml.ops.flatten_pyramid`).
 
     Call arguments:

@@ -167,12 +167,8 @@ def _roi_align_flat(flat_features, boxes, base, height, width, scale, pool_size,
 #   (65.8). With sixteen gathers per bin the second set is no longer free
 #   on every compiler, so two samples per bin and more flatten every map.
 #   Nor would reading in place bring the maps' pool-7 forward under the
-#   per-level crop_and_resize baseline: in four alternated
-#   `benchmarks/roi_align.py --quick-configs` runs, this limit at 1 / 2,
-#   TF XLA took 39.7-43.0 / 32.0-32.8 ms against a 28.7-31.7 ms baseline,
-#   `jax.jit` 40.4-47.5 / 43.7-52.0 ms. Against the ready table's times,
-#   the second set of gathers costs jaxlib 0.10.2 about 15 ms per 100 MB of
-#   output at two samples per bin, TensorFlow 2.21 1-2 ms.
+#   crop_and_resize baseline there (TF XLA 32.0-32.8 ms against 28.7-31.7;
+#   docs/roi_align_speed.md has the runs).
 FIRST_MAP_IN_PLACE_MAX_SAMPLING_RATIO = 1
 
 
