@@ -49,6 +49,7 @@ def validate_sample(sample, num_classes=None, channels=3):
 
     Example:
 
+    >>> import numpy as np
     >>> from keras_maskrcnn_layers.data import validate_sample
     >>> sample = {"image": np.zeros((4, 6, 3), "uint8"),
     ...           "masks": np.ones((4, 6, 1), bool), "class_ids": [2]}

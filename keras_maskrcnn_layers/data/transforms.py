@@ -68,6 +68,7 @@ def resize_image(image, min_dim=None, max_dim=None, min_scale=None, mode="square
 
     Example:
 
+    >>> import numpy as np
     >>> from keras_maskrcnn_layers.data import resize_image
     >>> image = np.zeros((64, 32, 3), "uint8")
     >>> resized, window, scale, padding = resize_image(image, 128, 128, mode="square")
@@ -114,6 +115,7 @@ def resize_masks(masks, scale, padding):
 
     Example:
 
+    >>> import numpy as np
     >>> from keras_maskrcnn_layers.data import resize_masks
     >>> masks = np.zeros((64, 32, 1), bool)
     >>> resize_masks(masks, 2.0, [(0, 0), (32, 32), (0, 0)]).shape
@@ -143,6 +145,7 @@ def flip_sample_arrays(image, masks, flip):
 
     Example:
 
+    >>> import numpy as np
     >>> from keras_maskrcnn_layers.data import flip_sample_arrays
     >>> image, masks = np.arange(3).reshape(1, 3, 1), np.array([[[1], [0], [0]]], bool)
     >>> image, masks = flip_sample_arrays(image, masks, "horizontal")
@@ -173,6 +176,7 @@ def extract_boxes(masks):
 
     Example:
 
+    >>> import numpy as np
     >>> from keras_maskrcnn_layers.data import extract_boxes
     >>> masks = np.zeros((10, 10, 1), bool)
     >>> masks[2:5, 3:9, 0] = True
@@ -209,6 +213,7 @@ def minimize_masks(boxes, masks, mini_shape):
 
     Example:
 
+    >>> import numpy as np
     >>> from keras_maskrcnn_layers.data import extract_boxes, minimize_masks
     >>> masks = np.zeros((10, 10, 1), bool)
     >>> masks[2:6, 2:6, 0] = True
@@ -247,6 +252,7 @@ def expand_mini_masks(boxes, mini_masks, image_shape):
 
     Example:
 
+    >>> import numpy as np
     >>> from keras_maskrcnn_layers.data import expand_mini_masks
     >>> full = expand_mini_masks([[2, 2, 6, 6]], np.ones((1, 2, 2), bool), (8, 8))
     >>> full.shape, int(full.sum())

@@ -43,6 +43,7 @@ class DetectionLayer(keras.layers.Layer):
 
     Example:
 
+    >>> import keras
     >>> import numpy as np
     >>> import keras_maskrcnn_layers as kml
     >>> rois = np.array([[[10, 10, 30, 30], [11, 11, 31, 31], [0, 0, 0, 0]]], "float32")

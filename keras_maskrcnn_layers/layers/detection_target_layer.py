@@ -71,6 +71,7 @@ class DetectionTargetLayer(keras.layers.Layer):
 
     Example:
 
+    >>> import keras
     >>> import numpy as np
     >>> import keras_maskrcnn_layers as kml
     >>> layer = kml.layers.DetectionTargetLayer(train_rois_per_image=8, mask_shape=14, seed=0)

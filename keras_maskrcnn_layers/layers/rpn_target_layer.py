@@ -44,6 +44,7 @@ class RPNTargetLayer(keras.layers.Layer):
 
     Example:
 
+    >>> import keras
     >>> import numpy as np
     >>> import keras_maskrcnn_layers as kml
     >>> anchors = kml.AnchorGenerator(scales=(8, 16, 32, 64, 128))(image_shape=(64, 64))

@@ -57,6 +57,7 @@ def encode_boxes(boxes, anchors, box_std=(0.1, 0.1, 0.2, 0.2)):
 
     Example:
 
+    >>> import keras
     >>> import numpy as np
     >>> from keras_maskrcnn_layers import ops as kml_ops
     >>> anchors = np.array([[0.0, 0.0, 10.0, 10.0]], "float32")
@@ -96,6 +97,7 @@ def decode_boxes(deltas, anchors, box_std=(0.1, 0.1, 0.2, 0.2), clamp=BBOX_XFORM
 
     Example:
 
+    >>> import keras
     >>> import numpy as np
     >>> from keras_maskrcnn_layers import ops as kml_ops
     >>> anchors = np.array([[0.0, 0.0, 10.0, 10.0]], "float32")
@@ -130,6 +132,7 @@ def clip_boxes(boxes, image_shape):
 
     Example:
 
+    >>> import keras
     >>> import numpy as np
     >>> from keras_maskrcnn_layers import ops as kml_ops
     >>> boxes = np.array([[-5.0, 2.0, 40.0, 70.0]], "float32")
@@ -161,6 +164,7 @@ def scale_boxes(boxes, scale):
 
     Example:
 
+    >>> import keras
     >>> import numpy as np
     >>> from keras_maskrcnn_layers import ops as kml_ops
     >>> boxes = np.array([[10.0, 20.0, 30.0, 60.0]], "float32")

@@ -40,6 +40,7 @@ def assign_fpn_levels(boxes, min_level=2, max_level=5, canonical_size=224, canon
 
     Example:
 
+    >>> import keras
     >>> import numpy as np
     >>> from keras_maskrcnn_layers import ops as kml_ops
     >>> boxes = np.array([[0, 0, 224, 224], [0, 0, 32, 32], [0, 0, 1000, 900]], "float32")

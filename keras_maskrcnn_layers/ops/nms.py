@@ -56,6 +56,7 @@ def batched_nms(
 
     Example:
 
+    >>> import keras
     >>> import numpy as np
     >>> from keras_maskrcnn_layers import ops as kml_ops
     >>> boxes = np.array([[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30]], "float32")

@@ -104,6 +104,7 @@ def paste_masks(masks, boxes, image_shape, threshold=0.5, padding=1, box_scale=1
 
     Example:
 
+    >>> import keras
     >>> import numpy as np
     >>> from keras_maskrcnn_layers import ops as kml_ops
     >>> mask = np.ones((1, 4, 4), "float32")

@@ -59,6 +59,7 @@ def flatten_pyramid(features):
 
     Example:
 
+    >>> import keras
     >>> import numpy as np
     >>> from keras_maskrcnn_layers import ops as kml_ops
     >>> features = [np.zeros((2, 8, 8, 4), "float32"), np.ones((2, 4, 4, 4), "float32")]

@@ -352,6 +352,7 @@ def roi_align(
 
     Example:
 
+    >>> import keras
     >>> import numpy as np
     >>> from keras_maskrcnn_layers import ops as kml_ops
     >>> features = np.arange(16, dtype="float32").reshape(1, 4, 4, 1)
@@ -440,6 +441,7 @@ def multilevel_roi_align(
 
     Example:
 
+    >>> import keras
     >>> import numpy as np
     >>> from keras_maskrcnn_layers import ops as kml_ops
     >>> features = [np.ones((1, 64 // 2**l, 64 // 2**l, 8), "float32") for l in (2, 3, 4, 5)]

@@ -23,6 +23,7 @@ def random_subset(candidates, counts, noise, max_count=None):
 
     Example:
 
+    >>> import keras
     >>> import numpy as np
     >>> from keras_maskrcnn_layers.ops.sampling import random_subset
     >>> candidates = np.array([[True, False, True, True]])
@@ -62,6 +63,7 @@ def first_true_indices(valid, k):
 
     Example:
 
+    >>> import keras
     >>> import numpy as np
     >>> from keras_maskrcnn_layers.ops.sampling import first_true_indices
     >>> indices, found = first_true_indices(np.array([[False, True, False, True]]), 3)
