@@ -1,10 +1,11 @@
 """The Mask R-CNN mask branch with a configurable output resolution."""
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_maskrcnn_layers.api_export import kml_export
-from keras_maskrcnn_layers.ops._validation import check_positive_int
+from keras_maskrcnn_layers.ops._validation import check_positive_int, concrete_value
 
 UPSAMPLE_MODES = ("transpose", "bilinear", "nearest")
 
@@ -46,10 +47,12 @@ class MaskHead(keras.layers.Layer):
             `class_agnostic`), as at inference time.
 
     Returns:
-        Mask probabilities `[B, N, P_h * upsample_factor,
+        float32 mask probabilities `[B, N, P_h * upsample_factor,
         P_w * upsample_factor, num_classes]` (last axis 1 if
-        `class_agnostic`; no last axis with `class_ids`), in the layer's
-        compute dtype.
+        `class_agnostic`; no last axis with `class_ids`). The sigmoid runs
+        in float32 under mixed precision too: in float16 (bfloat16) it
+        rounds to exactly 1 from a logit of about 8 (6), where the mask
+        loss's gradient would vanish.
 
     Example:
 
@@ -104,9 +107,7 @@ class MaskHead(keras.layers.Layer):
                         conv_filters, 3, padding="same", activation="relu", name="mask_upsample_conv", **sub
                     ),
                 ]
-        self.predictor = keras.layers.Conv2D(
-            self.num_outputs, 1, activation="sigmoid", name="mask_predictor", **sub
-        )
+        self.predictor = keras.layers.Conv2D(self.num_outputs, 1, name="mask_predictor", **sub)
 
     @property
     def num_outputs(self):
@@ -127,13 +128,26 @@ class MaskHead(keras.layers.Layer):
         x = ops.reshape(roi_features, (-1, *roi_features.shape[2:]))
         for layer in [*self.convs, *self.upsample_layers, self.predictor]:
             x = layer(x)
-        masks = ops.reshape(x, (shape[0], shape[1], *x.shape[1:]))
+        masks = ops.sigmoid(ops.cast(ops.reshape(x, (shape[0], shape[1], *x.shape[1:])), "float32"))
         if class_ids is None:
             return masks
         if self.class_agnostic:
             return masks[..., 0]
+        self._check_class_ids(class_ids)
         one_hot = ops.one_hot(ops.cast(class_ids, "int32"), self.num_classes, dtype=masks.dtype)
         return ops.sum(masks * one_hot[:, :, None, None, :], axis=-1)
+
+    def _check_class_ids(self, class_ids):
+        # A class id outside [0, num_classes) would one-hot to zeros and
+        # return an empty mask without a word.
+        value = concrete_value(class_ids)
+        if value is None or value.size == 0:
+            return
+        if np.any(value < 0) or np.any(value >= self.num_classes):
+            raise ValueError(
+                f"`class_ids` must lie in [0, {self.num_classes}). Received values from "
+                f"{value.min()} to {value.max()}"
+            )
 
     def compute_output_shape(self, roi_features_shape, class_ids_shape=None):
         b, n, ph, pw, _ = roi_features_shape
@@ -141,6 +155,12 @@ class MaskHead(keras.layers.Layer):
         if class_ids_shape is not None:
             return (b, n, ph * f, pw * f)
         return (b, n, ph * f, pw * f, self.num_outputs)
+
+    def compute_output_spec(self, roi_features, class_ids=None):
+        shape = self.compute_output_shape(
+            roi_features.shape, None if class_ids is None else class_ids.shape
+        )
+        return keras.KerasTensor(shape, dtype="float32")
 
     def get_config(self):
         config = super().get_config()

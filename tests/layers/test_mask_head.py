@@ -28,8 +28,43 @@ def test_layer_checks(upsample):
         layer,
         [rng.normal(size=(2, 3, 7, 7, 4)).astype("float32")],
         expected_output_shapes=[(2, 3, 14, 14, 2)],
+        float32_outputs=(0,),
         atol=1e-5,
     )
+
+
+def test_class_ids_select_each_rois_mask():
+    rng = np.random.default_rng(3)
+    head = kml.MaskHead(num_classes=3, num_convs=1, conv_filters=4)
+    x = rng.normal(size=(2, 3, 7, 7, 4)).astype("float32")
+    class_ids = np.array([[0, 1, 2], [2, 2, 1]], "int32")
+    every = to_numpy(head(x))
+    chosen = to_numpy(head(x, class_ids))
+    assert chosen.shape == (2, 3, 14, 14)
+    for b in range(2):
+        for n in range(3):
+            np.testing.assert_allclose(chosen[b, n], every[b, n, :, :, class_ids[b, n]], atol=1e-6)
+
+
+def test_class_ids_out_of_range():
+    head = kml.MaskHead(num_classes=3, num_convs=0, conv_filters=4)
+    with pytest.raises(ValueError, match="class_ids"):
+        head(np.zeros((1, 2, 7, 7, 4), "float32"), np.array([[1, 3]], "int32"))
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_sigmoid_runs_in_float32(policy):
+    # One output channel whose logit is exactly 9 (bias 9, zero kernel): in
+    # float16 or bfloat16 a sigmoid would round it to 1.
+    head = kml.MaskHead(num_classes=1, num_convs=0, conv_filters=4, upsample_factor=1, dtype=policy)
+    x = np.zeros((1, 1, 2, 2, 4), "float32")
+    head(x)
+    head.predictor.kernel.assign(np.zeros(head.predictor.kernel.shape))
+    head.predictor.bias.assign(np.full(head.predictor.bias.shape, 9.0))
+    out = to_numpy(head(x))
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, 1.0 / (1.0 + np.exp(-9.0)), rtol=1e-6)
+    assert np.all(out < 1.0)
 
 
 def test_rois_are_independent():
