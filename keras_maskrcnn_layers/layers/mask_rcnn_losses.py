@@ -42,8 +42,8 @@ class MaskRCNNLosses(keras.layers.Layer):
 
     Example:
 
-    One positive and one negative anchor, one positive and one background
-    ROI, every prediction at even odds: each cross-entropy is `log 2`, and
+    A positive, an unsampled (`-1`) and a negative anchor, a positive and a
+    background ROI, every prediction at even odds: each cross-entropy is `log 2`, and
     the box losses are 0 because the deltas match their targets. The added
     loss weighs the mask term twice.
 

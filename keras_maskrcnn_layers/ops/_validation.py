@@ -37,18 +37,19 @@ def check_seed(name, value):
 
 def check_pair(name, value, minimum=1):
     """An int or an (h, w) pair of ints, each >= minimum; returns a tuple."""
+    pair = value
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = (value, value)
-    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        pair = (value, value)
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2:
         raise ValueError(
             f"`{name}` must be an int or a pair (height, width) of ints. Received: {name}={value!r}"
         )
-    for v in value:
+    for v in pair:
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
             raise ValueError(
                 f"`{name}` must hold integers >= {minimum}. Received: {name}={value!r}"
             )
-    return (int(value[0]), int(value[1]))
+    return (int(pair[0]), int(pair[1]))
 
 
 def check_image_shape(name, value):

@@ -142,6 +142,11 @@ def test_bad_arguments(kwargs, name):
         kml.PyramidROIAlign(**kwargs)
 
 
+def test_bad_argument_message_quotes_the_value_given():
+    with pytest.raises(ValueError, match=r"Received: pool_size=-7$"):
+        kml.PyramidROIAlign(pool_size=-7)
+
+
 def test_bad_inputs():
     rng = np.random.default_rng(4)
     features, boxes = pyramid(rng), boxes_on_all_levels(rng)
