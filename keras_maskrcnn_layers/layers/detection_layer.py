@@ -4,7 +4,16 @@ import keras
 from keras import ops
 
 from keras_maskrcnn_layers.api_export import kml_export
-from keras_maskrcnn_layers.ops._validation import check_image_shape, check_positive_int, check_probability
+from keras_maskrcnn_layers.ops._validation import (
+    check_boxes_values,
+    check_finite,
+    check_image_shape,
+    check_positive_int,
+    check_probabilities,
+    check_probability,
+    check_same_size,
+    check_shape,
+)
 from keras_maskrcnn_layers.ops.boxes import _check_box_std, decode_boxes
 from keras_maskrcnn_layers.ops.nms import batched_nms
 
@@ -70,7 +79,37 @@ class DetectionLayer(keras.layers.Layer):
         self._convert_input_args = False
         self._allow_non_tensor_positional_args = True
 
+    def _check_inputs(self, rois, probs, deltas):
+        check_shape("rois", rois.shape, "[B, N, 4]")
+        check_shape("class_probabilities", probs.shape, "[B, N, K]")
+        check_shape("deltas", deltas.shape, "[B, N, K, 4]")
+        check_same_size(
+            "The ROI counts N of `rois`, `class_probabilities` and `deltas`",
+            ("rois", rois.shape[1]),
+            ("class_probabilities", probs.shape[1]),
+            ("deltas", deltas.shape[1]),
+        )
+        check_same_size(
+            "The class counts K of `class_probabilities` and `deltas`",
+            ("class_probabilities", probs.shape[2]),
+            ("deltas", deltas.shape[2]),
+        )
+        check_boxes_values("rois", rois)
+        check_probabilities("class_probabilities", probs)
+        check_finite("deltas", deltas)
+
     def call(self, rois, class_probabilities, deltas, window=None, image_shape=None):
+        rois, class_probabilities, deltas = (ops.convert_to_tensor(x) for x in (rois, class_probabilities, deltas))
+        self._check_inputs(rois, class_probabilities, deltas)
+        if rois.shape[1] == 0:
+            # No ROIs, no detections (the reductions below need a row).
+            batch = ops.shape(rois)[0]
+            return (
+                ops.zeros((batch, self.max_detections, 4), "float32"),
+                ops.zeros((batch, self.max_detections), "int32"),
+                ops.zeros((batch, self.max_detections), "float32"),
+                ops.zeros((batch,), "int32"),
+            )
         rois = ops.cast(rois, "float32")
         probs = ops.cast(class_probabilities, "float32")
         deltas = ops.cast(deltas, "float32")

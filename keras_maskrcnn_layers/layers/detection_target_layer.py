@@ -5,11 +5,16 @@ from keras import ops
 
 from keras_maskrcnn_layers.api_export import kml_export
 from keras_maskrcnn_layers.ops._validation import (
+    check_boxes_values,
+    check_finite,
     check_image_shape,
+    check_not_empty,
     check_pair,
     check_positive_int,
     check_probability,
+    check_same_size,
     check_seed,
+    check_shape,
 )
 from keras_maskrcnn_layers.ops.boxes import _check_box_std, check_box_scale, encode_boxes, pairwise_iou, scale_boxes
 from keras_maskrcnn_layers.ops.roi_align import roi_align
@@ -102,6 +107,10 @@ class DetectionTargetLayer(keras.layers.Layer):
         self.mask_shape = check_pair("mask_shape", mask_shape)
         self.box_std = tuple(_check_box_std(box_std))
         self.positive_iou = check_probability("positive_iou", positive_iou)
+        if self.positive_iou == 0.0:
+            # IoU >= 0 holds for every proposal, degenerate ones included,
+            # whose deltas to their box are infinite.
+            raise ValueError(f"`positive_iou` must be > 0. Received: positive_iou={positive_iou!r}")
         if not isinstance(use_mini_mask, bool):
             raise ValueError(f"`use_mini_mask` must be True or False. Received: {use_mini_mask!r}")
         self.use_mini_mask = use_mini_mask
@@ -112,7 +121,27 @@ class DetectionTargetLayer(keras.layers.Layer):
         self._convert_input_args = False
         self._allow_non_tensor_positional_args = True
 
+    def _check_inputs(self, proposals, gt_class_ids, gt_boxes, gt_masks):
+        check_shape("proposals", proposals.shape, "[B, N, 4]")
+        check_shape("gt_class_ids", gt_class_ids.shape, "[B, G]")
+        check_shape("gt_boxes", gt_boxes.shape, "[B, G, 4]")
+        check_shape("gt_masks", gt_masks.shape, "[B, G, m_h, m_w]")
+        check_same_size(
+            "The instance counts G of `gt_class_ids`, `gt_boxes` and `gt_masks`",
+            ("gt_class_ids", gt_class_ids.shape[1]),
+            ("gt_boxes", gt_boxes.shape[1]),
+            ("gt_masks", gt_masks.shape[1]),
+        )
+        check_not_empty("gt_boxes", gt_boxes.shape[1], "instance column (G = 0)")
+        check_boxes_values("proposals", proposals)
+        check_boxes_values("gt_boxes", gt_boxes)
+        check_finite("gt_masks", gt_masks)
+
     def call(self, proposals, gt_class_ids, gt_boxes, gt_masks):
+        proposals, gt_class_ids, gt_boxes, gt_masks = (
+            ops.convert_to_tensor(x) for x in (proposals, gt_class_ids, gt_boxes, gt_masks)
+        )
+        self._check_inputs(proposals, gt_class_ids, gt_boxes, gt_masks)
         proposals = ops.stop_gradient(ops.cast(proposals, "float32"))
         gt_boxes = ops.stop_gradient(ops.cast(gt_boxes, "float32"))
         gt_class_ids = ops.cast(gt_class_ids, "int32")

@@ -124,6 +124,13 @@ class MaskHead(keras.layers.Layer):
             shape = layer.compute_output_shape(shape)
 
     def call(self, roi_features, class_ids=None):
+        if roi_features.shape[1] == 0:
+            # No ROIs: TensorFlow's convolutions refuse an empty batch.
+            batch = ops.shape(roi_features)[0]
+            out_shape = self.compute_output_shape(
+                roi_features.shape, None if class_ids is None else class_ids.shape
+            )
+            return ops.zeros((batch, *out_shape[1:]), "float32")
         shape = ops.shape(roi_features)
         x = ops.reshape(roi_features, (-1, *roi_features.shape[2:]))
         for layer in [*self.convs, *self.upsample_layers, self.predictor]:

@@ -5,15 +5,15 @@ from keras import ops
 
 from keras_maskrcnn_layers.api_export import kml_export
 from keras_maskrcnn_layers.ops._validation import (
+    check_boxes_values,
+    check_finite,
     check_image_shape,
     check_positive_int,
+    check_probabilities,
     check_probability,
-    concrete_value,
 )
 from keras_maskrcnn_layers.ops.boxes import _check_box_std, clip_boxes, decode_boxes
 from keras_maskrcnn_layers.ops.nms import batched_nms
-
-import numpy as np
 
 
 @kml_export
@@ -102,10 +102,9 @@ class ProposalLayer(keras.layers.Layer):
             )
         if rpn_scores.shape[1] is None:
             raise ValueError("The number of anchors must be static.")
-        for name, value in (("rpn_scores", rpn_scores), ("rpn_deltas", rpn_deltas)):
-            array = concrete_value(value)
-            if array is not None and not np.all(np.isfinite(array)):
-                raise ValueError(f"`{name}` contains NaN or infinite values.")
+        check_probabilities("rpn_scores", rpn_scores)
+        check_finite("rpn_deltas", rpn_deltas)
+        check_boxes_values("anchors", anchors)
 
     def call(self, rpn_scores, rpn_deltas, anchors, image_shape=None):
         if image_shape is None:
@@ -131,7 +130,11 @@ class ProposalLayer(keras.layers.Layer):
             )
             top_scores = ops.where(small, float("-inf"), top_scores)
 
-        index, count = batched_nms(boxes, top_scores, self.post_nms_topk, self.nms_iou_threshold)
+        # Strictly positive scores only, so that `scores > 0` marks exactly
+        # the valid rows (a probability that underflowed to 0 is no proposal).
+        index, count = batched_nms(
+            boxes, top_scores, self.post_nms_topk, self.nms_iou_threshold, score_threshold=0.0
+        )
         valid = ops.arange(self.post_nms_topk, dtype="int32")[None, :] < count[:, None]
         proposals = ops.take_along_axis(boxes, index[..., None], axis=1)
         scores = ops.take_along_axis(top_scores, index, axis=1)

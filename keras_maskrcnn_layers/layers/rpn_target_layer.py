@@ -4,7 +4,15 @@ import keras
 from keras import ops
 
 from keras_maskrcnn_layers.api_export import kml_export
-from keras_maskrcnn_layers.ops._validation import check_positive_int, check_probability, check_seed
+from keras_maskrcnn_layers.ops._validation import (
+    check_boxes_values,
+    check_not_empty,
+    check_positive_int,
+    check_probability,
+    check_same_size,
+    check_seed,
+    check_shape,
+)
 from keras_maskrcnn_layers.ops.boxes import _check_box_std, encode_boxes, pairwise_iou
 from keras_maskrcnn_layers.ops.sampling import random_subset
 
@@ -81,7 +89,22 @@ class RPNTargetLayer(keras.layers.Layer):
         self._convert_input_args = False
         self._allow_non_tensor_positional_args = True
 
+    def _check_inputs(self, anchors, gt_boxes, gt_class_ids):
+        check_shape("anchors", anchors.shape, "[A, 4]")
+        check_shape("gt_boxes", gt_boxes.shape, "[B, G, 4]")
+        check_shape("gt_class_ids", gt_class_ids.shape, "[B, G]")
+        check_same_size(
+            "The instance counts G of `gt_boxes` and `gt_class_ids`",
+            ("gt_boxes", gt_boxes.shape[1]),
+            ("gt_class_ids", gt_class_ids.shape[1]),
+        )
+        check_not_empty("gt_boxes", gt_boxes.shape[1], "instance column (G = 0)")
+        check_boxes_values("anchors", anchors)
+        check_boxes_values("gt_boxes", gt_boxes)
+
     def call(self, anchors, gt_boxes, gt_class_ids):
+        anchors, gt_boxes, gt_class_ids = (ops.convert_to_tensor(x) for x in (anchors, gt_boxes, gt_class_ids))
+        self._check_inputs(anchors, gt_boxes, gt_class_ids)
         anchors = ops.cast(anchors, "float32")
         gt_boxes = ops.stop_gradient(ops.cast(gt_boxes, "float32"))
         gt_valid = ops.convert_to_tensor(gt_class_ids) > 0

@@ -100,3 +100,58 @@ def check_boxes_values(name, boxes):
             f"`{name}` must be (y1, x1, y2, x2) with y2 >= y1 and x2 >= x1; "
             f"box at index {first} is {value[first].tolist()}. Are the boxes in xyxy order?"
         )
+
+
+def check_shape(name, shape, layout):
+    """Checks a static shape against a layout such as `"[B, N, 4]"`.
+
+    Letters stand for any size; integers must match. Returns the shape as a
+    tuple. The message names the argument, the layout and the shape given.
+    """
+    dims = [d.strip() for d in layout.strip("[]").split(",")]
+    shape = tuple(shape)
+    ok = len(shape) == len(dims) and all(
+        not d.isdigit() or s is None or s == int(d) for d, s in zip(dims, shape)
+    )
+    if not ok:
+        raise ValueError(f"`{name}` must be {layout}. Received: shape={shape}")
+    return shape
+
+
+def check_same_size(label, *named_sizes):
+    """Raises unless the known sizes of `(name, size)` pairs agree (e.g. G)."""
+    known = {size for _, size in named_sizes if size is not None}
+    if len(known) > 1:
+        given = ", ".join(f"{name}: {size}" for name, size in named_sizes)
+        raise ValueError(f"{label} must agree. Received {given}")
+
+
+def check_not_empty(name, size, what):
+    """A zero-size axis the op cannot reduce over; padding with zeros is the way to say 'none'."""
+    if size == 0:
+        raise ValueError(
+            f"`{name}` has no {what}. Pass at least one row: an all-zero (padding) row "
+            "means no instance."
+        )
+
+
+def check_finite(name, x):
+    """Raises on NaN or infinite values (eager only)."""
+    value = concrete_value(x)
+    if value is None or value.size == 0:
+        return
+    if not np.all(np.isfinite(value.astype(np.float64))):
+        raise ValueError(f"`{name}` contains NaN or infinite values.")
+
+
+def check_probabilities(name, x):
+    """Raises unless every value lies in [0, 1] (eager only)."""
+    check_finite(name, x)
+    value = concrete_value(x)
+    if value is None or value.size == 0:
+        return
+    if np.any(value < 0) or np.any(value > 1):
+        raise ValueError(
+            f"`{name}` must hold probabilities in [0, 1]. Received values from {value.min()} to "
+            f"{value.max()}; were logits passed?"
+        )

@@ -84,9 +84,10 @@ def paste_masks(masks, boxes, image_shape, threshold=0.5, padding=1, box_scale=1
         boxes: float tensor `[..., N, 4]`, yxyx pixels of the target image.
             All-zero (padding) boxes paste nothing.
         image_shape: static `(height, width)` of the target image.
-        threshold: float in `[0, 1]` or None. Pixels whose pasted
+        threshold: float in `(0, 1]` or None. Pixels whose pasted
             probability is at least `threshold` are foreground; None keeps
-            the soft values (`DETECTION_MASK_THRESHOLD`). Defaults to `0.5`.
+            the soft values (`DETECTION_MASK_THRESHOLD`). 0 is refused: it
+            would mark every pixel, outside the box too. Defaults to `0.5`.
         padding: int >= 0. Zero cells added on each side of the mask before
             resizing, with the box enlarged to match (`MASK_PASTE_PADDING`).
             Defaults to `1`.
@@ -118,6 +119,11 @@ def paste_masks(masks, boxes, image_shape, threshold=0.5, padding=1, box_scale=1
     """
     height, width = check_image_shape("image_shape", image_shape)
     threshold = None if threshold is None else check_probability("threshold", threshold)
+    if threshold == 0.0:
+        raise ValueError(
+            "`threshold` must be > 0: every pasted pixel, those outside the box included, is >= 0. "
+            "Received: threshold=0.0 (use None for the soft values)"
+        )
     box_scale = check_box_scale("box_scale", box_scale)
     masks = ops.convert_to_tensor(masks)
     boxes = ops.convert_to_tensor(boxes)

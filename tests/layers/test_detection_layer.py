@@ -151,3 +151,36 @@ def test_bad_arguments():
 def test_scalar_box_std_raises_value_error():
     with pytest.raises(ValueError, match="box_std"):
         kml.layers.DetectionLayer(box_std=0.1)
+
+
+def test_bad_inputs():
+    rois, probs, deltas, window = hand_case()
+    layer = kml.layers.DetectionLayer()
+    with pytest.raises(ValueError, match="class counts K"):
+        layer(rois, probs, deltas[:, :, :2], window)
+    with pytest.raises(ValueError, match="ROI counts N"):
+        layer(rois[:, :4], probs, deltas, window)
+    with pytest.raises(ValueError, match=r"`deltas` must be \[B, N, K, 4\]"):
+        layer(rois, probs, deltas[..., 0], window)
+    xyxy = rois.copy()
+    xyxy[0, 0] = [30, 10, 10, 30]
+    with pytest.raises(ValueError, match="xyxy"):
+        layer(xyxy, probs, deltas, window)
+    nan = probs.copy()
+    nan[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="class_probabilities"):
+        layer(rois, nan, deltas, window)
+    with pytest.raises(ValueError, match="logits"):
+        layer(rois, probs * 10 - 5, deltas, window)
+    inf = deltas.copy()
+    inf[0, 0, 0, 0] = np.inf
+    with pytest.raises(ValueError, match="deltas"):
+        layer(rois, probs, inf, window)
+
+
+def test_no_rois_no_detections():
+    layer = kml.layers.DetectionLayer(max_detections=4)
+    out = [to_numpy(o) for o in layer(np.zeros((2, 0, 4), "float32"), np.zeros((2, 0, 3), "float32"),
+                                       np.zeros((2, 0, 3, 4), "float32"), image_shape=(64, 64))]
+    assert [o.shape for o in out] == [(2, 4, 4), (2, 4), (2, 4), (2,)]
+    assert all(np.all(o == 0) for o in out)

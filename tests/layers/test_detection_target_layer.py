@@ -295,3 +295,36 @@ def test_bad_arguments():
 def test_scalar_box_std_raises_value_error():
     with pytest.raises(ValueError, match="box_std"):
         kml.layers.DetectionTargetLayer(box_std=0.1)
+
+
+def test_positive_iou_zero_is_refused():
+    # Every proposal has IoU >= 0, degenerate ones too, whose deltas are infinite.
+    with pytest.raises(ValueError, match="positive_iou"):
+        kml.layers.DetectionTargetLayer(positive_iou=0.0)
+
+
+def test_bad_inputs():
+    proposals, ids, gt, masks = hand_case()
+    target_layer = layer()
+    with pytest.raises(ValueError, match="instance counts G"):
+        target_layer(proposals, ids, gt, masks[:, :2])
+    with pytest.raises(ValueError, match="instance counts G"):
+        target_layer(proposals, ids[:, :2], gt, masks)
+    with pytest.raises(ValueError, match="G = 0"):
+        target_layer(proposals, ids[:, :0], gt[:, :0], masks[:, :0])
+    with pytest.raises(ValueError, match=r"`gt_masks` must be \[B, G, m_h, m_w\]"):
+        target_layer(proposals, ids, gt, masks[:, :, 0])
+    with pytest.raises(ValueError, match=r"`proposals` must be \[B, N, 4\]"):
+        target_layer(proposals[..., :3], ids, gt, masks)
+    xyxy = gt.copy()
+    xyxy[0, 0] = [8, 24, 24, 8]
+    with pytest.raises(ValueError, match="xyxy"):
+        target_layer(proposals, ids, xyxy, masks)
+    nan = proposals.copy()
+    nan[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="proposals"):
+        target_layer(nan, ids, gt, masks)
+    nan_masks = masks.copy()
+    nan_masks[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="gt_masks"):
+        target_layer(proposals, ids, gt, nan_masks)

@@ -96,3 +96,10 @@ def test_bad_arguments(kwargs, name):
 def test_bad_input_rank():
     with pytest.raises(ValueError, match="roi_features"):
         kml.MaskHead(num_classes=2)(np.zeros((2, 7, 7, 4), "float32"))
+
+
+def test_no_rois():
+    head = kml.MaskHead(num_classes=3, num_convs=1, conv_filters=4)
+    x = np.zeros((2, 0, 7, 7, 4), "float32")
+    assert to_numpy(head(x)).shape == (2, 0, 14, 14, 3)
+    assert to_numpy(head(x, np.zeros((2, 0), "int32"))).shape == (2, 0, 14, 14)

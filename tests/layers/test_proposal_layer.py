@@ -99,3 +99,20 @@ def test_bad_inputs():
         layer(bad, deltas, anchors, image_shape=IMAGE)
     with pytest.raises(ValueError, match="image_shape"):
         layer(scores, deltas, anchors)
+    with pytest.raises(ValueError, match="logits"):
+        layer(scores * 4 - 2, deltas, anchors, image_shape=IMAGE)
+    xyxy = anchors.copy()
+    xyxy[3] = [10, 30, 20, 5]
+    with pytest.raises(ValueError, match="xyxy"):
+        layer(scores, deltas, xyxy, image_shape=IMAGE)
+
+
+def test_zero_scores_are_not_proposals():
+    # Valid rows are exactly those with a score > 0: an anchor whose
+    # probability is 0 yields no proposal.
+    scores, deltas, anchors = rpn_outputs(5)
+    scores[:, 10:] = 0.0
+    layer = kml.ProposalLayer(pre_nms_topk=100, post_nms_topk=20, nms_iou_threshold=1.0)
+    boxes, out_scores = (to_numpy(o) for o in layer(scores, deltas, anchors, image_shape=IMAGE))
+    assert np.all(out_scores[:, :10] > 0) and np.all(out_scores[:, 10:] == 0)
+    assert np.all(boxes[:, 10:] == 0)

@@ -204,3 +204,25 @@ def test_negative_seed_is_rejected_or_works_on_every_backend():
         return
     match = to_numpy(layer(HAND_ANCHORS, HAND_GT, HAND_IDS)[0])
     assert match[0].tolist() == HAND_LABELS
+
+
+def test_bad_inputs():
+    layer = kml.layers.RPNTargetLayer(anchors_per_image=16)
+    with pytest.raises(ValueError, match=r"`anchors` must be \[A, 4\]"):
+        layer(np.stack([HAND_ANCHORS] * 2), HAND_GT, HAND_IDS)
+    with pytest.raises(ValueError, match="instance counts G"):
+        layer(HAND_ANCHORS, HAND_GT, HAND_IDS[:, :2])
+    with pytest.raises(ValueError, match="G = 0"):
+        layer(HAND_ANCHORS, HAND_GT[:, :0], HAND_IDS[:, :0])
+    xyxy = HAND_GT.copy()
+    xyxy[0, 1] = [40, 60, 60, 40]
+    with pytest.raises(ValueError, match="xyxy"):
+        layer(HAND_ANCHORS, xyxy, HAND_IDS)
+    nan = HAND_GT.copy()
+    nan[1, 0, 2] = np.nan
+    with pytest.raises(ValueError, match="gt_boxes"):
+        layer(HAND_ANCHORS, nan, HAND_IDS)
+    bad_anchors = HAND_ANCHORS.copy()
+    bad_anchors[2, 0] = np.inf
+    with pytest.raises(ValueError, match="anchors"):
+        layer(bad_anchors, HAND_GT, HAND_IDS)

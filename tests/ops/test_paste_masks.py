@@ -135,3 +135,9 @@ def test_bad_inputs_raise():
     nan[0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         kml_ops.paste_masks(nan, np.zeros((2, 4), "float32"), (8, 8))
+
+
+def test_threshold_zero_is_refused():
+    # Every pasted value is >= 0, so 0 would mark the whole image, padding boxes included.
+    with pytest.raises(ValueError, match="threshold"):
+        kml_ops.paste_masks(np.ones((1, 4, 4), "float32"), np.zeros((1, 4), "float32"), (8, 8), threshold=0.0)
