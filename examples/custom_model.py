@@ -69,7 +69,7 @@ def build(training):
         return keras.Model(inputs, losses)
 
     _, class_probs, box_deltas = BOX_HEAD(box_align(proposals, pyramid[:4]))
-    window = kml.models.mask_rcnn.ImageWindow()(image_meta)
+    window = kml.layers.ImageWindow()(image_meta)
     boxes, class_ids, scores, count = kl.DetectionLayer(max_detections=10, min_confidence=0.3)(
         proposals, class_probs, box_deltas, window
     )

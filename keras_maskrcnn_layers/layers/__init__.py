@@ -5,6 +5,7 @@ from keras_maskrcnn_layers.layers.box_head import BoxHead
 from keras_maskrcnn_layers.layers.detection_layer import DetectionLayer
 from keras_maskrcnn_layers.layers.detection_target_layer import DetectionTargetLayer
 from keras_maskrcnn_layers.layers.feature_pyramid import FeaturePyramid
+from keras_maskrcnn_layers.layers.image_window import ImageWindow
 from keras_maskrcnn_layers.layers.mask_head import MaskHead
 from keras_maskrcnn_layers.layers.mask_rcnn_losses import LOSS_NAMES, MaskRCNNLosses
 from keras_maskrcnn_layers.layers.proposal_layer import ProposalLayer
@@ -19,6 +20,7 @@ __all__ = [
     "DetectionTargetLayer",
     "FeaturePyramid",
     "FlattenPyramid",
+    "ImageWindow",
     "LOSS_NAMES",
     "MaskHead",
     "MaskRCNNLosses",

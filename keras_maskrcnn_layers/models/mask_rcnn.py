@@ -2,7 +2,6 @@
 
 import keras
 
-from keras_maskrcnn_layers.api_export import kml_export
 from keras_maskrcnn_layers.config import MaskRCNNConfig
 from keras_maskrcnn_layers.layers import (
     AnchorGenerator,
@@ -11,6 +10,7 @@ from keras_maskrcnn_layers.layers import (
     DetectionTargetLayer,
     FeaturePyramid,
     FlattenPyramid,
+    ImageWindow,
     MaskHead,
     MaskRCNNLosses,
     ProposalLayer,
@@ -24,17 +24,6 @@ from keras_maskrcnn_layers.ops.boxes import scale_boxes
 
 IMAGE_META_SIZE = 8
 MODES = ("training", "inference")
-
-
-@kml_export
-class ImageWindow(keras.layers.Layer):
-    """The window `(y1, x1, y2, x2)` of the image inside the padded input, from `image_meta [B, 8]`."""
-
-    def call(self, image_meta):
-        return image_meta[:, 2:6]
-
-    def compute_output_shape(self, image_meta_shape):
-        return (image_meta_shape[0], 4)
 
 
 class MaskRCNNComponents:
