@@ -3,6 +3,7 @@
 import copy
 import json
 import math
+import os
 import warnings
 
 import numpy as np
@@ -12,7 +13,7 @@ DEFAULTS = {
     "NAME": "mask_rcnn",
     "GPU_COUNT": 1,
     "IMAGES_PER_GPU": 2,
-    "BATCH_SIZE": None,  # derived: IMAGES_PER_GPU * GPU_COUNT unless given
+    "BATCH_SIZE": None,  # derived: IMAGES_PER_GPU * GPU_COUNT; or give it instead of IMAGES_PER_GPU
     "STEPS_PER_EPOCH": 1000,
     "VALIDATION_STEPS": 50,
     "BACKBONE": "resnet101",
@@ -174,12 +175,34 @@ def _tuple(value):
     return value
 
 
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    """A finite real number: not a bool, a string, NaN or infinity."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _derive_batch_size(values, given_images_per_gpu):
+    """Keeps `BATCH_SIZE = IMAGES_PER_GPU * GPU_COUNT`, deriving the one not given (in place)."""
+    batch, per_gpu, gpus = values["BATCH_SIZE"], values["IMAGES_PER_GPU"], values["GPU_COUNT"]
+    if not (_is_int(per_gpu) and _is_int(gpus)):
+        return  # validate() names the bad value
+    if batch is None:
+        values["BATCH_SIZE"] = per_gpu * gpus
+    elif not given_images_per_gpu and _is_int(batch) and gpus > 0 and batch % gpus == 0:
+        values["IMAGES_PER_GPU"] = batch // gpus
+
+
 class MaskRCNNConfig:
     """Every setting of a Mask R-CNN, under the names of matterport's `Config`.
 
     Settings are upper-case attributes; unknown names raise so that typos do
     not pass silently. The whole configuration is validated on creation:
     combinations that cannot work raise a `ValueError` naming the settings.
+    `NUM_CLASSES` must be given: it counts the background, so it is at least
+    2, and matterport's default of 1 is refused.
 
     Example:
 
@@ -196,10 +219,12 @@ class MaskRCNNConfig:
         unknown = sorted(set(settings) - set(DEFAULTS))
         if unknown:
             raise ValueError(f"Unknown setting(s) {unknown}. Known settings: {sorted(DEFAULTS)}")
-        values.update({k: _tuple(v) if k != "LOSS_WEIGHTS" else dict(v) for k, v in settings.items()})
-        given_batch = settings.get("BATCH_SIZE")
-        if given_batch is None:
-            values["BATCH_SIZE"] = values["IMAGES_PER_GPU"] * values["GPU_COUNT"]
+        values.update(
+            {k: dict(v) if k == "LOSS_WEIGHTS" and isinstance(v, dict) else _tuple(v) for k, v in settings.items()}
+        )
+        if isinstance(values["BACKBONE_WEIGHTS"], os.PathLike):
+            values["BACKBONE_WEIGHTS"] = os.fspath(values["BACKBONE_WEIGHTS"])  # JSON holds strings
+        _derive_batch_size(values, given_images_per_gpu="IMAGES_PER_GPU" in settings)
         object.__setattr__(self, "_values", values)
         self.validate()
 
@@ -210,7 +235,11 @@ class MaskRCNNConfig:
         """A named starting point (`"shapes"` or `"coco"`) with overrides."""
         if name not in PRESETS:
             raise ValueError(f"Unknown preset {name!r}. Available: {sorted(PRESETS)}")
-        return cls(**{**PRESETS[name], **overrides})
+        settings = dict(PRESETS[name])
+        if overrides.get("BATCH_SIZE") is not None and "IMAGES_PER_GPU" not in overrides:
+            # A batch size asked for wins over the preset's IMAGES_PER_GPU, which is derived from it.
+            settings.pop("IMAGES_PER_GPU", None)
+        return cls(**{**settings, **overrides})
 
     @classmethod
     def from_matterport(cls, config, **overrides):
@@ -228,6 +257,8 @@ class MaskRCNNConfig:
                 continue
             value = getattr(source, name)
             if callable(value):
+                if name == "BACKBONE":
+                    ignored.append("BACKBONE (a callable: pass the model as build_mask_rcnn(backbone=...))")
                 continue
             if name in ("IMAGE_SHAPE", "IMAGE_META_SIZE"):
                 continue
@@ -245,16 +276,35 @@ class MaskRCNNConfig:
 
     @classmethod
     def from_json(cls, text):
-        return cls(**json.loads(text))
+        values = json.loads(text)
+        if not isinstance(values, dict):
+            raise ValueError(f"`text` must hold a JSON object of settings. Received: {type(values).__name__}")
+        batch, per_gpu, gpus = (values.get(k) for k in ("BATCH_SIZE", "IMAGES_PER_GPU", "GPU_COUNT"))
+        if all(isinstance(x, int) for x in (batch, per_gpu, gpus)) and batch != per_gpu * gpus:
+            # Written before BATCH_SIZE and IMAGES_PER_GPU were kept consistent: BATCH_SIZE is what was used.
+            warnings.warn(
+                f"BATCH_SIZE {batch} disagrees with IMAGES_PER_GPU {per_gpu} x GPU_COUNT {gpus}; "
+                "keeping BATCH_SIZE and deriving IMAGES_PER_GPU from it.",
+                stacklevel=2,
+            )
+            del values["IMAGES_PER_GPU"]
+        return cls(**values)
 
     def to_dict(self):
         return _plain(self._values)
 
     def replace(self, **overrides):
-        """A copy with some settings changed (and validated again)."""
+        """A copy with some settings changed (and validated again).
+
+        `BATCH_SIZE` stays `IMAGES_PER_GPU * GPU_COUNT`: changing either
+        factor re-derives the batch size, and changing `BATCH_SIZE` alone
+        re-derives `IMAGES_PER_GPU`.
+        """
         values = {**self._values, **overrides}
-        if "BATCH_SIZE" not in overrides and ("IMAGES_PER_GPU" in overrides or "GPU_COUNT" in overrides):
+        if overrides.get("BATCH_SIZE") is None and ("IMAGES_PER_GPU" in overrides or "GPU_COUNT" in overrides):
             values["BATCH_SIZE"] = None
+        elif overrides.get("BATCH_SIZE") is not None and "IMAGES_PER_GPU" not in overrides:
+            del values["IMAGES_PER_GPU"]
         return MaskRCNNConfig(**values)
 
     # === Attribute access ===
@@ -268,9 +318,9 @@ class MaskRCNNConfig:
     def __setattr__(self, name, value):
         if name not in DEFAULTS:
             raise ValueError(f"Unknown setting {name!r}.")
-        candidate = {**self._values, name: _tuple(value)}
-        MaskRCNNConfig(**candidate)  # validates the whole before changing anything
-        self._values[name] = _tuple(value)
+        # Validates the whole before changing anything, and keeps BATCH_SIZE
+        # = IMAGES_PER_GPU * GPU_COUNT as `replace` does.
+        object.__setattr__(self, "_values", self.replace(**{name: value})._values)
 
     def __eq__(self, other):
         return isinstance(other, MaskRCNNConfig) and self.to_dict() == other.to_dict()
@@ -310,28 +360,115 @@ class MaskRCNNConfig:
 
         def positive_int(name):
             value = v[name]
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not _is_int(value) or value < 1:
                 fail(f"`{name}` must be a positive integer. Received: {name}={value!r}")
 
+        def number(name, accept, bounds, allow_none=False):
+            value = v[name]
+            if value is None and allow_none:
+                return
+            if not _is_number(value) or not accept(value):
+                none = " (or None for off)" if allow_none else ""
+                fail(f"`{name}` must be a finite number {bounds}{none}. Received: {name}={value!r}")
+
+        def numbers(name, length=None, positive=False):
+            value = v[name]
+            if (
+                not isinstance(value, tuple)
+                or not value
+                or (length is not None and len(value) != length)
+                or any(not _is_number(x) or (positive and x <= 0) for x in value)
+            ):
+                count = "" if length is None else f"{length} "
+                kind = "positive finite numbers" if positive else "finite numbers"
+                fail(f"`{name}` must be {count}{kind}. Received: {name}={value!r}")
+
+        def boolean(name):
+            if not isinstance(v[name], bool):
+                fail(f"`{name}` must be True or False. Received: {name}={v[name]!r} ({type(v[name]).__name__})")
+
+        # === Types and ranges of single settings ===
         for name in (
-            "NUM_CLASSES", "GPU_COUNT", "IMAGES_PER_GPU", "BATCH_SIZE", "STEPS_PER_EPOCH", "IMAGE_MAX_DIM",
-            "IMAGE_MIN_DIM", "TOP_DOWN_PYRAMID_SIZE", "FPN_CLASSIF_FC_LAYERS_SIZE", "RPN_ANCHOR_STRIDE",
-            "RPN_TRAIN_ANCHORS_PER_IMAGE", "PRE_NMS_LIMIT", "POST_NMS_ROIS_TRAINING", "POST_NMS_ROIS_INFERENCE",
-            "TRAIN_ROIS_PER_IMAGE", "POOL_SIZE", "MASK_POOL_SIZE", "MAX_GT_INSTANCES", "DETECTION_MAX_INSTANCES",
-            "ROI_SAMPLING_RATIO", "IMAGE_CHANNEL_COUNT",
+            "NUM_CLASSES", "GPU_COUNT", "IMAGES_PER_GPU", "BATCH_SIZE", "STEPS_PER_EPOCH", "VALIDATION_STEPS",
+            "IMAGE_MAX_DIM", "IMAGE_MIN_DIM", "TOP_DOWN_PYRAMID_SIZE", "FPN_CLASSIF_FC_LAYERS_SIZE",
+            "RPN_ANCHOR_STRIDE", "RPN_TRAIN_ANCHORS_PER_IMAGE", "PRE_NMS_LIMIT", "POST_NMS_ROIS_TRAINING",
+            "POST_NMS_ROIS_INFERENCE", "TRAIN_ROIS_PER_IMAGE", "POOL_SIZE", "MASK_POOL_SIZE", "MAX_GT_INSTANCES",
+            "DETECTION_MAX_INSTANCES", "ROI_SAMPLING_RATIO", "IMAGE_CHANNEL_COUNT",
         ):
             positive_int(name)
+        for name in ("TRAIN_BN", "USE_MINI_MASK", "ROI_ALIGNED", "MASK_CLASS_AGNOSTIC"):
+            boolean(name)
         if v["NUM_CLASSES"] < 2:
             fail(f"`NUM_CLASSES` counts the background, so it must be >= 2. Received: NUM_CLASSES={v['NUM_CLASSES']}")
+        if v["BATCH_SIZE"] != v["IMAGES_PER_GPU"] * v["GPU_COUNT"]:
+            fail(
+                f"`BATCH_SIZE` ({v['BATCH_SIZE']}) must equal `IMAGES_PER_GPU` ({v['IMAGES_PER_GPU']}) x "
+                f"`GPU_COUNT` ({v['GPU_COUNT']}). Give BATCH_SIZE or IMAGES_PER_GPU, not both: the other is "
+                "derived (BATCH_SIZE must then be a multiple of GPU_COUNT)."
+            )
         for name in ("RPN_NMS_THRESHOLD", "DETECTION_MIN_CONFIDENCE", "DETECTION_NMS_THRESHOLD",
-                     "DETECTION_MASK_THRESHOLD", "ROI_POSITIVE_RATIO"):
-            value = v[name]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-                fail(f"`{name}` must be a number in [0, 1]. Received: {name}={value!r}")
+                     "ROI_POSITIVE_RATIO"):
+            number(name, lambda x: 0 <= x <= 1, "in [0, 1]")
+        # 0 would mark every pixel of the image as the mask (`paste_masks`).
+        number("DETECTION_MASK_THRESHOLD", lambda x: 0 < x <= 1, "in (0, 1]")
+        number("IMAGE_MIN_SCALE", lambda x: x >= 0, ">= 0")
+        number("LEARNING_RATE", lambda x: x > 0, "> 0")
+        number("LEARNING_MOMENTUM", lambda x: 0 <= x < 1, "in [0, 1)")
+        # None or 0 turns weight decay and gradient clipping off, as in Keras's optimizers.
+        number("WEIGHT_DECAY", lambda x: x >= 0, ">= 0", allow_none=True)
+        number("GRADIENT_CLIP_NORM", lambda x: x >= 0, ">= 0", allow_none=True)
+        backbone = v["BACKBONE"]
+        if callable(backbone):
+            fail(
+                "`BACKBONE` must be one of "
+                f"{BACKBONES}; a model or a function is not a setting (it cannot be saved with the config). "
+                "Pass your model as `build_mask_rcnn(config, backbone=model)` or `MaskRCNN(config, backbone=model)`. "
+                f"Received: BACKBONE={backbone!r}"
+            )
+        if not isinstance(backbone, str) or backbone not in BACKBONES:
+            fail(f"`BACKBONE` must be one of {BACKBONES}. Received: BACKBONE={backbone!r}")
+        weights = v["BACKBONE_WEIGHTS"]
+        if weights is not None and not isinstance(weights, str):
+            fail(f"`BACKBONE_WEIGHTS` must be None or the path of a local weights file. Received: {weights!r}")
         if v["IMAGE_RESIZE_MODE"] not in RESIZE_MODES:
             fail(f"`IMAGE_RESIZE_MODE` must be one of {RESIZE_MODES}. Received: {v['IMAGE_RESIZE_MODE']!r}")
-        if v["BACKBONE"] not in BACKBONES and not callable(v["BACKBONE"]):
-            fail(f"`BACKBONE` must be one of {BACKBONES}. Received: BACKBONE={v['BACKBONE']!r}")
+        if v["MASK_UPSAMPLE"] not in UPSAMPLE_MODES:
+            fail(f"`MASK_UPSAMPLE` must be one of {UPSAMPLE_MODES}. Received: {v['MASK_UPSAMPLE']!r}")
+        if v["OPTIMIZER"] not in OPTIMIZERS:
+            fail(f"`OPTIMIZER` must be one of {OPTIMIZERS}. Received: OPTIMIZER={v['OPTIMIZER']!r}")
+        if v["LR_SCHEDULE"] not in LR_SCHEDULES:
+            fail(f"`LR_SCHEDULE` must be one of {LR_SCHEDULES}. Received: LR_SCHEDULE={v['LR_SCHEDULE']!r}")
+        convs = v["MASK_HEAD_CONVS"]
+        if not _is_int(convs) or convs < 0:
+            fail(f"`MASK_HEAD_CONVS` must be an integer >= 0. Received: MASK_HEAD_CONVS={convs!r}")
+        padding = v["MASK_PASTE_PADDING"]
+        if not _is_int(padding) or padding < 0:
+            fail(f"`MASK_PASTE_PADDING` must be an integer >= 0. Received: MASK_PASTE_PADDING={padding!r}")
+        box_scale = v["MASK_BOX_SCALE"]
+        if not _is_number(box_scale) or not 1.0 <= box_scale <= 4.0:
+            fail(
+                "`MASK_BOX_SCALE` must be a number in [1, 4]: masks are predicted over the box enlarged by it "
+                f"(1.0 = the box itself). Received: MASK_BOX_SCALE={box_scale!r}"
+            )
+        numbers("MEAN_PIXEL")
+        numbers("RPN_ANCHOR_RATIOS", positive=True)
+        numbers("RPN_BBOX_STD_DEV", length=4, positive=True)
+        numbers("BBOX_STD_DEV", length=4, positive=True)
+        for name in ("MASK_SHAPE", "MINI_MASK_SHAPE"):
+            shape = v[name]
+            if not isinstance(shape, tuple) or len(shape) != 2 or any(not _is_int(x) or x < 1 for x in shape):
+                fail(f"`{name}` must be (height, width), two positive integers. Received: {name}={shape!r}")
+        weights = v["LOSS_WEIGHTS"]
+        if not isinstance(weights, dict):
+            fail(f"`LOSS_WEIGHTS` must be a dict from loss names to numbers. Received: LOSS_WEIGHTS={weights!r}")
+        missing = set(DEFAULTS["LOSS_WEIGHTS"]) - set(weights)
+        if missing:
+            fail(f"`LOSS_WEIGHTS` lacks {sorted(missing)}.")
+        for name, weight in weights.items():
+            if not _is_number(weight) or weight < 0:
+                fail(f"`LOSS_WEIGHTS[{name!r}]` must be a finite number >= 0. Received: {weight!r}")
+
+        # === Settings that must agree ===
         if v["IMAGE_MIN_DIM"] > v["IMAGE_MAX_DIM"]:
             fail(f"`IMAGE_MIN_DIM` ({v['IMAGE_MIN_DIM']}) must not exceed `IMAGE_MAX_DIM` ({v['IMAGE_MAX_DIM']}).")
         if v["IMAGE_MAX_DIM"] % 64 != 0:
@@ -342,16 +479,21 @@ class MaskRCNNConfig:
             )
         strides = v["BACKBONE_STRIDES"]
         scales = v["RPN_ANCHOR_SCALES"]
-        if list(strides) != [4, 8, 16, 32, 64]:
+        if not isinstance(strides, tuple) or list(strides) != [4, 8, 16, 32, 64]:
             fail(f"`BACKBONE_STRIDES` must be (4, 8, 16, 32, 64) for an FPN with P2..P6. Received: {strides!r}")
-        if len(scales) != len(strides):
+        if not isinstance(scales, tuple) or len(scales) != len(strides):
             fail(
                 f"`RPN_ANCHOR_SCALES` needs one entry per level of `BACKBONE_STRIDES` ({len(strides)}). "
                 f"Received: RPN_ANCHOR_SCALES={scales!r}"
             )
-        ratios = v["RPN_ANCHOR_RATIOS"]
-        if not ratios or any(not isinstance(r, (int, float)) or r <= 0 for r in ratios):
-            fail(f"`RPN_ANCHOR_RATIOS` must be positive numbers. Received: {ratios!r}")
+        per_level = [s if isinstance(s, tuple) else (s,) for s in scales]
+        if any(not level or any(not _is_number(s) or s <= 0 for s in level) for level in per_level) or len(
+            {len(level) for level in per_level}
+        ) != 1:
+            fail(
+                "`RPN_ANCHOR_SCALES` must hold one positive finite number per level, or one tuple of them per "
+                f"level with the same count on every level. Received: RPN_ANCHOR_SCALES={scales!r}"
+            )
         if v["POST_NMS_ROIS_TRAINING"] > v["PRE_NMS_LIMIT"] or v["POST_NMS_ROIS_INFERENCE"] > v["PRE_NMS_LIMIT"]:
             fail(
                 "`POST_NMS_ROIS_TRAINING` and `POST_NMS_ROIS_INFERENCE` cannot exceed `PRE_NMS_LIMIT` "
@@ -363,7 +505,7 @@ class MaskRCNNConfig:
                 f"in training (`POST_NMS_ROIS_TRAINING` {v['POST_NMS_ROIS_TRAINING']} + ground truth)."
             )
         mask_shape = v["MASK_SHAPE"]
-        if len(mask_shape) != 2 or mask_shape[0] != mask_shape[1]:
+        if mask_shape[0] != mask_shape[1]:
             fail(f"`MASK_SHAPE` must be a square (side, side). Received: MASK_SHAPE={mask_shape!r}")
         pool = v["MASK_POOL_SIZE"]
         if mask_shape[0] % pool != 0:
@@ -372,20 +514,7 @@ class MaskRCNNConfig:
                 f"head upsamples by an integer factor, so MASK_SHAPE must be a multiple of MASK_POOL_SIZE "
                 f"(for example {pool * 2} or {pool * 4})."
             )
-        padding = v["MASK_PASTE_PADDING"]
-        if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
-            fail(f"`MASK_PASTE_PADDING` must be an integer >= 0. Received: MASK_PASTE_PADDING={padding!r}")
-        box_scale = v["MASK_BOX_SCALE"]
-        if isinstance(box_scale, bool) or not isinstance(box_scale, (int, float)) or not 1.0 <= box_scale <= 4.0:
-            fail(
-                "`MASK_BOX_SCALE` must be a number in [1, 4]: masks are predicted over the box enlarged by it "
-                f"(1.0 = the box itself). Received: MASK_BOX_SCALE={box_scale!r}"
-            )
-        if v["MASK_UPSAMPLE"] not in UPSAMPLE_MODES:
-            fail(f"`MASK_UPSAMPLE` must be one of {UPSAMPLE_MODES}. Received: {v['MASK_UPSAMPLE']!r}")
         mini = v["MINI_MASK_SHAPE"]
-        if len(mini) != 2 or any(not isinstance(s, int) or s < 1 for s in mini):
-            fail(f"`MINI_MASK_SHAPE` must be (height, width) positive ints. Received: {mini!r}")
         if v["USE_MINI_MASK"] and (mini[0] < mask_shape[0] or mini[1] < mask_shape[1]):
             warnings.warn(
                 f"MINI_MASK_SHAPE {tuple(mini)} is smaller than MASK_SHAPE {tuple(mask_shape)}: mask targets "
@@ -397,15 +526,3 @@ class MaskRCNNConfig:
                 f"`MEAN_PIXEL` needs one value per channel ({v['IMAGE_CHANNEL_COUNT']}). "
                 f"Received: MEAN_PIXEL={v['MEAN_PIXEL']!r}"
             )
-        for name in ("RPN_BBOX_STD_DEV", "BBOX_STD_DEV"):
-            if len(v[name]) != 4 or any(s <= 0 for s in v[name]):
-                fail(f"`{name}` must be four positive numbers. Received: {v[name]!r}")
-        if v["OPTIMIZER"] not in OPTIMIZERS:
-            fail(f"`OPTIMIZER` must be one of {OPTIMIZERS}. Received: OPTIMIZER={v['OPTIMIZER']!r}")
-        if v["LR_SCHEDULE"] not in LR_SCHEDULES:
-            fail(f"`LR_SCHEDULE` must be one of {LR_SCHEDULES}. Received: LR_SCHEDULE={v['LR_SCHEDULE']!r}")
-        if not math.isfinite(v["LEARNING_RATE"]) or v["LEARNING_RATE"] <= 0:
-            fail(f"`LEARNING_RATE` must be positive. Received: {v['LEARNING_RATE']!r}")
-        missing = set(DEFAULTS["LOSS_WEIGHTS"]) - set(v["LOSS_WEIGHTS"])
-        if missing:
-            fail(f"`LOSS_WEIGHTS` lacks {sorted(missing)}.")

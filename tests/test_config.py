@@ -86,6 +86,7 @@ def test_from_matterport_class_or_instance(source):
         ({"NUM_CLASSES": 2, "MASK_BOX_SCALE": 5}, "MASK_BOX_SCALE"),
         ({"NUM_CLASSES": 2, "MASK_PASTE_PADDING": -1}, "MASK_PASTE_PADDING"),
         ({"NUM_CLASSES": 2, "DETECTION_MASK_THRESHOLD": 1.2}, "DETECTION_MASK_THRESHOLD"),
+        ({"NUM_CLASSES": 2, "DETECTION_MASK_THRESHOLD": 0.0}, "DETECTION_MASK_THRESHOLD"),
         ({"NUM_CLASSES": 2, "NUM_CLASSE": 3}, "Unknown setting"),
     ],
 )
@@ -116,3 +117,128 @@ def test_setting_attributes_is_validated():
     with pytest.raises(ValueError, match="NUM_CLASSES"):
         cfg.NUM_CLASSES = 1
     assert cfg.NUM_CLASSES == 3
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        # NaN and infinity: `x <= 0` is False for NaN, so range checks alone let them through.
+        ("MEAN_PIXEL", (123.7, NAN, 103.9)),
+        ("MEAN_PIXEL", "123"),
+        ("RPN_ANCHOR_RATIOS", (0.5, 1, INF)),
+        ("RPN_ANCHOR_RATIOS", (0.5, NAN)),
+        ("RPN_ANCHOR_RATIOS", (True, 1)),
+        ("RPN_ANCHOR_SCALES", (32, 64, NAN, 256, 512)),
+        ("RPN_ANCHOR_SCALES", (32, 64, 128, 256, -512)),
+        ("RPN_ANCHOR_SCALES", ((32, 40), (64, 80), (128,), (256, 300), (512, 600))),
+        ("RPN_ANCHOR_SCALES", 32),
+        ("BBOX_STD_DEV", (0.1, 0.1, NAN, 0.2)),
+        ("RPN_BBOX_STD_DEV", (0.1, 0.1, 0.2, INF)),
+        ("DETECTION_MIN_CONFIDENCE", NAN),
+        ("MASK_BOX_SCALE", NAN),
+        ("LEARNING_RATE", "0.01"),
+        ("LEARNING_RATE", NAN),
+        ("LEARNING_RATE", 0),
+        ("LEARNING_MOMENTUM", 1.0),
+        ("LEARNING_MOMENTUM", -0.1),
+        ("LEARNING_MOMENTUM", NAN),
+        ("LEARNING_MOMENTUM", "0.9"),
+        ("WEIGHT_DECAY", -1e-4),
+        ("WEIGHT_DECAY", NAN),
+        ("GRADIENT_CLIP_NORM", -1.0),
+        ("GRADIENT_CLIP_NORM", INF),
+        ("GRADIENT_CLIP_NORM", "5"),
+        ("IMAGE_MIN_SCALE", -1),
+        ("IMAGE_MIN_SCALE", NAN),
+        ("IMAGE_MIN_SCALE", None),
+        # Booleans must be real booleans: the string "False" is truthy.
+        ("TRAIN_BN", "False"),
+        ("USE_MINI_MASK", "False"),
+        ("ROI_ALIGNED", 1),
+        ("MASK_CLASS_AGNOSTIC", None),
+        ("VALIDATION_STEPS", 0),
+        ("MASK_HEAD_CONVS", -1),
+        ("MASK_HEAD_CONVS", 1.5),
+        ("MASK_SHAPE", (28.0, 28.0)),
+        ("MINI_MASK_SHAPE", (True, 56)),
+        ("BACKBONE_WEIGHTS", 3),
+    ],
+)
+def test_bad_values_raise_value_error_naming_setting_and_value(name, value):
+    with pytest.raises(ValueError) as error:
+        kml.MaskRCNNConfig(NUM_CLASSES=2, **{name: value})
+    message = str(error.value)
+    assert f"`{name}`" in message and repr(value) in message, message
+
+
+def test_bad_loss_weight_is_refused():
+    weights = {**kml.config.DEFAULTS["LOSS_WEIGHTS"], "mrcnn_mask_loss": float("nan")}
+    with pytest.raises(ValueError, match=r"LOSS_WEIGHTS\['mrcnn_mask_loss'\].*nan"):
+        kml.MaskRCNNConfig(NUM_CLASSES=2, LOSS_WEIGHTS=weights)
+    with pytest.raises(ValueError, match="LOSS_WEIGHTS"):
+        kml.MaskRCNNConfig(NUM_CLASSES=2, LOSS_WEIGHTS=1.0)
+
+
+def test_values_that_stay_valid():
+    import numpy as np
+
+    cfg = kml.MaskRCNNConfig(
+        NUM_CLASSES=2, GRADIENT_CLIP_NORM=None, WEIGHT_DECAY=0, IMAGE_MIN_SCALE=2.5, LEARNING_MOMENTUM=0.0,
+        MEAN_PIXEL=np.array([1.0, 2.0, 3.0], np.float32), RPN_ANCHOR_RATIOS=(np.float64(0.5), 1, 2),
+        RPN_ANCHOR_SCALES=((32, 40), (64, 80), (128, 160), (256, 320), (512, 640)), TRAIN_BN=np.bool_(True),
+    )
+    assert cfg.MEAN_PIXEL == (1.0, 2.0, 3.0) and cfg.TRAIN_BN is True
+    for name in kml.config.PRESETS:
+        kml.MaskRCNNConfig.preset(name)
+
+
+def test_callable_backbone_points_to_the_backbone_argument():
+    def backbone(images):
+        return images
+
+    with pytest.raises(ValueError, match=r"BACKBONE.*build_mask_rcnn\(config, backbone=model\)"):
+        kml.MaskRCNNConfig(NUM_CLASSES=2, BACKBONE=backbone)
+
+    class WithCallableBackbone(MatterportShapesConfig):
+        BACKBONE = backbone
+
+    # matterport allows a callable BACKBONE; porting such a config says it was not taken.
+    with pytest.warns(UserWarning, match=r"BACKBONE \(a callable"):
+        cfg = kml.MaskRCNNConfig.from_matterport(WithCallableBackbone)
+    assert cfg.BACKBONE == kml.config.DEFAULTS["BACKBONE"]
+
+
+def test_batch_size_stays_images_per_gpu_times_gpu_count():
+    cfg = kml.MaskRCNNConfig(NUM_CLASSES=2)
+    cfg.IMAGES_PER_GPU = 4
+    assert (cfg.BATCH_SIZE, cfg.IMAGES_PER_GPU) == (4, 4)
+    cfg.GPU_COUNT = 2
+    assert cfg.BATCH_SIZE == 8
+    cfg.BATCH_SIZE = 6
+    assert (cfg.BATCH_SIZE, cfg.IMAGES_PER_GPU, cfg.GPU_COUNT) == (6, 3, 2)
+    assert cfg.replace(IMAGES_PER_GPU=1).BATCH_SIZE == 2
+    assert cfg.replace(BATCH_SIZE=10).IMAGES_PER_GPU == 5
+    # A batch size asked of a preset wins over the preset's IMAGES_PER_GPU.
+    shapes = kml.MaskRCNNConfig.preset("shapes", BATCH_SIZE=2)
+    assert (shapes.BATCH_SIZE, shapes.IMAGES_PER_GPU) == (2, 2)
+    assert kml.MaskRCNNConfig.from_json(shapes.to_json()) == shapes
+    with pytest.raises(ValueError, match=r"`BATCH_SIZE` \(3\).*`IMAGES_PER_GPU` \(2\)"):
+        kml.MaskRCNNConfig(NUM_CLASSES=2, IMAGES_PER_GPU=2, BATCH_SIZE=3)
+    with pytest.raises(ValueError, match=r"`BATCH_SIZE` \(3\).*`GPU_COUNT` \(2\)"):
+        kml.MaskRCNNConfig(NUM_CLASSES=2, GPU_COUNT=2, BATCH_SIZE=3)
+    with pytest.raises(ValueError, match="BATCH_SIZE"):
+        cfg.BATCH_SIZE = 7  # not a multiple of GPU_COUNT = 2
+    assert (cfg.BATCH_SIZE, cfg.IMAGES_PER_GPU) == (6, 3)
+
+
+def test_json_written_with_disagreeing_batch_size_keeps_batch_size():
+    import json
+
+    legacy = json.loads(kml.MaskRCNNConfig(NUM_CLASSES=2).to_json())
+    legacy.update(BATCH_SIZE=2, IMAGES_PER_GPU=8)
+    with pytest.warns(UserWarning, match="BATCH_SIZE 2 disagrees"):
+        cfg = kml.MaskRCNNConfig.from_json(json.dumps(legacy))
+    assert (cfg.BATCH_SIZE, cfg.IMAGES_PER_GPU) == (2, 2)
