@@ -69,7 +69,7 @@ def _residual_block(x, filters, stride, name):
     return keras.layers.ReLU(name=f"{name}_out")(keras.layers.Add(name=f"{name}_add")([y, shortcut]))
 
 
-def small_backbone(input_shape, widths=(32, 48, 64, 96), blocks_per_stage=1, train_bn=True):
+def small_backbone(input_shape, widths=(32, 48, 64, 96), blocks_per_stage=1, train_bn=True, weights=None):
     """A small ResNet-style backbone for CPU work, returning C2..C5.
 
     A 3x3 stride-2 stem, then one stage per width, each starting with a
@@ -80,12 +80,16 @@ def small_backbone(input_shape, widths=(32, 48, 64, 96), blocks_per_stage=1, tra
         widths: four ints. Channels of C2..C5. Defaults to `(32, 48, 64, 96)`.
         blocks_per_stage: int. Residual blocks per stage. Defaults to `1`.
         train_bn: bool. Defaults to `True` (trained from scratch).
+        weights: None (random initialisation) or a local weights file of
+            this backbone (`save_weights` of a `small_backbone` with the same
+            arguments). Defaults to `None`.
 
     Returns:
         A `keras.Model` named `"backbone"` from images to `[C2, C3, C4, C5]`.
     """
     if len(widths) != 4:
         raise ValueError(f"`widths` must give the channels of C2..C5 (4 ints). Received: widths={widths!r}")
+    weights = _check_weights(weights)
     images = keras.Input(tuple(input_shape))
     x = keras.layers.Conv2D(widths[0] // 2, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(images)
     x = keras.layers.BatchNormalization(name="stem_bn")(x)
@@ -96,6 +100,8 @@ def small_backbone(input_shape, widths=(32, 48, 64, 96), blocks_per_stage=1, tra
             x = _residual_block(x, width, 2 if block == 0 else 1, name=f"c{stage}_block{block + 1}")
         outputs.append(x)
     model = keras.Model(images, outputs, name="backbone")
+    if weights is not None:
+        model.load_weights(weights)
     if not train_bn:
         _freeze_batch_norm(model)
     return model
@@ -171,5 +177,5 @@ def build_backbone(config, backbone=None):
     if backbone is not None:
         return check_backbone(backbone, shape)
     if config.BACKBONE == "small":
-        return small_backbone(shape, train_bn=config.TRAIN_BN)
+        return small_backbone(shape, train_bn=config.TRAIN_BN, weights=config.BACKBONE_WEIGHTS)
     return resnet_backbone(config.BACKBONE, shape, weights=config.BACKBONE_WEIGHTS, train_bn=config.TRAIN_BN)

@@ -1,6 +1,6 @@
 """`MaskRCNN`: train, detect, evaluate, save and load a Mask R-CNN."""
 
-import json
+import math
 import zipfile
 
 import keras
@@ -60,19 +60,23 @@ class MaskRCNN:
     def _optimizer(self, total_steps=None):
         cfg = self.config
         rate = cfg.LEARNING_RATE
-        if cfg.LR_SCHEDULE == "cosine" and total_steps:
+        if cfg.LR_SCHEDULE == "cosine":
+            if total_steps is None:
+                # A cosine schedule of unknown length would silently be a constant rate.
+                raise ValueError(
+                    "`total_steps` is needed with LR_SCHEDULE='cosine': the schedule decays over the whole fit. "
+                    "Call compile(total_steps=epochs * steps_per_epoch), let fit() compile (it knows the steps), "
+                    "pass your own optimizer, or set LR_SCHEDULE='constant'. Received: total_steps=None"
+                )
             warmup = min(50, total_steps // 10)
             rate = keras.optimizers.schedules.CosineDecay(
                 rate / 10.0, max(total_steps - warmup, 1), alpha=0.05, warmup_target=rate, warmup_steps=warmup
             )
+        # Keras applies weight decay (decoupled, as in AdamW) in both optimizers; 0 or None turns it off.
+        common = {"clipnorm": cfg.GRADIENT_CLIP_NORM or None, "weight_decay": cfg.WEIGHT_DECAY or None}
         if cfg.OPTIMIZER == "adam":
-            return keras.optimizers.Adam(rate, clipnorm=cfg.GRADIENT_CLIP_NORM)
-        return keras.optimizers.SGD(
-            rate,
-            momentum=cfg.LEARNING_MOMENTUM,
-            clipnorm=cfg.GRADIENT_CLIP_NORM,
-            weight_decay=cfg.WEIGHT_DECAY or None,
-        )
+            return keras.optimizers.Adam(rate, **common)
+        return keras.optimizers.SGD(rate, momentum=cfg.LEARNING_MOMENTUM, **common)
 
     def compile(self, optimizer=None, total_steps=None):
         """Compiles the training model (done by `fit` when needed).
@@ -80,8 +84,17 @@ class MaskRCNN:
         Args:
             optimizer: optional Keras optimizer; by default the config's
                 (`OPTIMIZER`, `LEARNING_RATE`, `LR_SCHEDULE`, ...).
-            total_steps: int. Length of the cosine schedule, if any.
+            total_steps: int or None. Length of the cosine schedule; required
+                with `LR_SCHEDULE="cosine"` and the config's optimizer.
+                Defaults to `None`.
+
+        Raises:
+            ValueError: for `LR_SCHEDULE="cosine"` without `total_steps`
+                (unless `optimizer` is given), or a `total_steps` that is not
+                a positive integer.
         """
+        if total_steps is not None:
+            total_steps = check_positive_int("total_steps", total_steps)
         with self._scope():
             optimizer = optimizer or self._optimizer(total_steps)
             self.training_model.compile(optimizer=optimizer, jit_compile=self.jit_compile)
@@ -115,7 +128,8 @@ class MaskRCNN:
             steps_per_epoch: int. Defaults to `STEPS_PER_EPOCH`.
             validation_data: optional samples or dataset; their losses are
                 reported as `val_loss`.
-            validation_steps: int. Defaults to `VALIDATION_STEPS`.
+            validation_steps: int. Defaults to `VALIDATION_STEPS`, or fewer
+                when `validation_data` has a length and holds fewer batches.
             callbacks: optional list of `keras.callbacks.Callback`.
             checkpoint_path: optional path ending in `.weights.h5`; the
                 weights are saved there after every epoch.
@@ -129,7 +143,7 @@ class MaskRCNN:
         """
         steps_per_epoch = steps_per_epoch or self.config.STEPS_PER_EPOCH
         if not self._compiled:
-            self.compile(total_steps=(epochs - initial_epoch) * steps_per_epoch)
+            self.compile(total_steps=max(1, (epochs - initial_epoch) * steps_per_epoch))
         dataset = self._as_dataset(data, True, augment, seed)
         callbacks = list(callbacks or [])
         if checkpoint_path is not None:
@@ -137,7 +151,12 @@ class MaskRCNN:
         validation = None
         if validation_data is not None:
             validation = self._as_dataset(validation_data, False)
-            validation_steps = validation_steps or self.config.VALIDATION_STEPS
+            if validation_steps is None:
+                validation_steps = self.config.VALIDATION_STEPS
+                batches = _batch_count(validation_data, self.config.BATCH_SIZE)
+                if batches is not None:
+                    # No more steps than batches: Keras warns that it "ran out of data" otherwise.
+                    validation_steps = min(validation_steps, batches)
         return self.training_model.fit(
             dataset,
             epochs=epochs,
@@ -153,15 +172,17 @@ class MaskRCNN:
     # === Inference ===
 
     def mold_inputs(self, images):
-        """Resizes and pads images as in training; returns `(images, image_meta)`."""
+        """Resizes and pads images as in training; returns `(images, image_meta)`.
+
+        Raises:
+            ValueError: for an image that is not `[H, W, IMAGE_CHANNEL_COUNT]`
+                of finite real numbers in `[0, 255]` (the image rules of
+                `kml.data.validate_sample`).
+        """
         cfg = self.config
         molded, metas = [], []
-        for image in images:
-            image = np.asarray(image)
-            if image.ndim != 3 or image.shape[-1] != cfg.IMAGE_CHANNEL_COUNT:
-                raise ValueError(
-                    f"Each image must be [H, W, {cfg.IMAGE_CHANNEL_COUNT}]. Received: shape={image.shape}"
-                )
+        for index, image in enumerate(images):
+            image = _check_image(index, image, cfg.IMAGE_CHANNEL_COUNT)
             resized, window, scale, _ = resize_image(
                 image, cfg.IMAGE_MIN_DIM, cfg.IMAGE_MAX_DIM, cfg.IMAGE_MIN_SCALE, cfg.IMAGE_RESIZE_MODE
             )
@@ -179,12 +200,14 @@ class MaskRCNN:
         outputs = self._predictor.predict_on_batch({"images": images, "image_meta": meta})
         return {k: np.asarray(v) for k, v in outputs.items()}
 
-    def detect(self, images, verbose=0, mask_threshold=None, paste_padding=None):
+    def detect(self, images, verbose="auto", mask_threshold=None, paste_padding=None):
         """Detects objects in images of any size.
 
         Args:
             images: list of uint8 `[H, W, 3]` arrays.
-            verbose: 1 shows a progress bar. Defaults to `0`.
+            verbose: `"auto"`, 0 or 1. 1 shows a progress bar, 0 none;
+                `"auto"` shows one when there is more than one batch of
+                `BATCH_SIZE` images. Defaults to `"auto"`.
             mask_threshold: float in `[0, 1]` or None. Overrides
                 `DETECTION_MASK_THRESHOLD` for this call (a sweep over
                 thresholds needs no new model). Defaults to `None`.
@@ -197,9 +220,15 @@ class MaskRCNN:
             the original size, pasted with `MASK_PASTE_PADDING` into the
             boxes scaled by `MASK_BOX_SCALE` and thresholded at
             `DETECTION_MASK_THRESHOLD`.
+
+        Raises:
+            ValueError: for an image that is not `[H, W, IMAGE_CHANNEL_COUNT]`
+                of finite real numbers in `[0, 255]` (named by its index), or
+                a bad `verbose`, `mask_threshold` or `paste_padding`.
         """
-        images = list(images)
         cfg = self.config
+        # Every image is checked before the first batch runs, and named by its index in `images`.
+        images = [_check_image(i, image, cfg.IMAGE_CHANNEL_COUNT) for i, image in enumerate(images)]
         threshold = cfg.DETECTION_MASK_THRESHOLD
         if mask_threshold is not None:
             threshold = check_probability("mask_threshold", mask_threshold)
@@ -207,7 +236,10 @@ class MaskRCNN:
         if paste_padding is not None:
             padding = check_positive_int("paste_padding", paste_padding, minimum=0)
         batch = cfg.BATCH_SIZE
-        progress = keras.utils.Progbar(len(images)) if verbose else None
+        if verbose not in ("auto", 0, 1, True, False):
+            raise ValueError(f"`verbose` must be 'auto', 0 or 1. Received: verbose={verbose!r}")
+        show = len(images) > batch if verbose == "auto" else bool(verbose)
+        progress = keras.utils.Progbar(len(images), unit_name="image") if show else None
         results = []
         for start in range(0, len(images), batch):
             chunk = images[start : start + batch]
@@ -224,8 +256,15 @@ class MaskRCNN:
                 progress.add(len(chunk))
         return results
 
-    def evaluate(self, samples, verbose=0):
-        """COCO box and mask AP on samples (keys as `kml.evaluation.coco_evaluate`)."""
+    def evaluate(self, samples, verbose="auto"):
+        """COCO box and mask AP on samples (keys as `kml.evaluation.coco_evaluate`).
+
+        Args:
+            samples: sequence of samples (dicts with `"image"`, `"masks"`,
+                `"class_ids"`).
+            verbose: progress of the detection pass, as in `detect`.
+                Defaults to `"auto"` (a progress bar for more than one batch).
+        """
         from keras_maskrcnn_layers.evaluation import coco_evaluate
 
         samples = list(samples)
@@ -249,13 +288,44 @@ class MaskRCNN:
         with zipfile.ZipFile(path) as archive:
             if CONFIG_ENTRY not in archive.namelist():
                 raise ValueError(f"{path} was not written by MaskRCNN.save: it has no {CONFIG_ENTRY}.")
-            config = MaskRCNNConfig(**json.loads(archive.read(CONFIG_ENTRY)))
+            config = MaskRCNNConfig.from_json(archive.read(CONFIG_ENTRY))
         scope = strategy.scope() if strategy is not None else _NullScope()
         with scope:
             inference_model = keras.saving.load_model(path)
         components = MaskRCNNComponents.from_model(config, inference_model)
         return cls(config, strategy=strategy, jit_compile=jit_compile, components=components,
                    inference_model=inference_model)
+
+
+def _batch_count(data, batch_size):
+    """Batches in `data` if it tells its length (a sequence, or a dataset of known cardinality), else None."""
+    if isinstance(data, tf.data.Dataset):
+        cardinality = int(data.cardinality())
+        return cardinality if cardinality >= 0 else None
+    try:
+        return max(1, math.ceil(len(data) / batch_size))
+    except TypeError:
+        return None
+
+
+def _check_image(index, image, channels):
+    """An image for `detect` as an array, checked as `validate_sample` checks a sample's image."""
+    image = np.asarray(image)
+    where = f"`images[{index}]`"
+    if image.ndim != 3 or image.shape[-1] != channels:
+        raise ValueError(f"{where} must be [H, W, {channels}]. Received: shape={image.shape}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"{where} is empty. Received: shape={image.shape}")
+    if image.dtype == bool or not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
+        raise ValueError(f"{where} must hold real numbers in [0, 255]. Received: dtype={image.dtype}")
+    if image.dtype != np.uint8:
+        if not np.all(np.isfinite(image)):
+            raise ValueError(f"{where} contains NaN or infinite values.")
+        if image.min() < 0 or image.max() > 255:
+            raise ValueError(
+                f"{where} values must lie in [0, 255] (raw pixels). Received: range [{image.min()}, {image.max()}]"
+            )
+    return image
 
 
 class _NullScope:

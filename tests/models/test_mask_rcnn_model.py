@@ -171,3 +171,84 @@ def test_training_model_must_output_the_losses():
     inputs = keras.Input((4,))
     with pytest.raises(ValueError, match="Missing: .*mrcnn_mask_loss"):
         kml.models.MaskRCNNTrainingModel(inputs, {"rpn_class_loss": keras.layers.Dense(1)(inputs)})
+
+
+def test_small_backbone_loads_backbone_weights(tmp_path):
+    from keras_maskrcnn_layers.models.backbones import build_backbone, small_backbone
+
+    config = tiny_config()
+    source = small_backbone(config.IMAGE_SHAPE)
+    rng = np.random.default_rng(0)
+    for variable in source.weights:
+        variable.assign(rng.normal(size=variable.shape).astype("float32"))
+    path = str(tmp_path / "small.weights.h5")
+    source.save_weights(path)
+    loaded = build_backbone(config.replace(BACKBONE_WEIGHTS=path))
+    assert len(loaded.weights) == len(source.weights)
+    for a, b in zip(source.weights, loaded.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), err_msg=a.path)
+    with pytest.raises(ValueError, match="local weights file"):
+        build_backbone(config.replace(BACKBONE_WEIGHTS=str(tmp_path / "missing.weights.h5")))
+
+
+def test_unusual_settings_reach_their_layers():
+    config = tiny_config(
+        RPN_ANCHOR_SCALES=((6, 9), (12, 18), (24, 36), (40, 60), (80, 120)),
+        RPN_ANCHOR_RATIOS=(0.25, 1.0, 3.0),
+        RPN_ANCHOR_STRIDE=2,
+        RPN_NMS_THRESHOLD=0.55,
+        RPN_TRAIN_ANCHORS_PER_IMAGE=48,
+        RPN_BBOX_STD_DEV=(0.05, 0.06, 0.15, 0.25),
+        BBOX_STD_DEV=(0.11, 0.12, 0.21, 0.22),
+        PRE_NMS_LIMIT=150,
+        POST_NMS_ROIS_TRAINING=40,
+        POST_NMS_ROIS_INFERENCE=24,
+        POOL_SIZE=5,
+        MASK_POOL_SIZE=10,
+        MASK_SHAPE=(30, 30),
+        MASK_UPSAMPLE="nearest",
+        MASK_HEAD_CONVS=2,
+        MASK_CLASS_AGNOSTIC=True,
+        ROI_SAMPLING_RATIO=3,
+        ROI_ALIGNED=False,
+        TRAIN_ROIS_PER_IMAGE=12,
+        ROI_POSITIVE_RATIO=0.25,
+        MASK_BOX_SCALE=1.5,
+        DETECTION_MAX_INSTANCES=5,
+        DETECTION_MIN_CONFIDENCE=0.35,
+        DETECTION_NMS_THRESHOLD=0.45,
+        TOP_DOWN_PYRAMID_SIZE=24,
+        FPN_CLASSIF_FC_LAYERS_SIZE=40,
+    )
+    components = kml.models.MaskRCNNComponents(config)
+    training = kml.build_mask_rcnn(config, "training", components=components)
+    inference = kml.build_mask_rcnn(config, "inference", components=components)
+
+    expected = {
+        (inference, "anchors"): {"scales": [[6, 9], [12, 18], [24, 36], [40, 60], [80, 120]],
+                                 "ratios": [0.25, 1.0, 3.0], "anchor_stride": 2},
+        (inference, "rpn_head"): {"anchor_stride": 2, "anchors_per_location": 6},
+        (inference, "fpn"): {"filters": 24},
+        (inference, "box_head"): {"fc_size": 40},
+        (inference, "proposals"): {"pre_nms_topk": 150, "post_nms_topk": 24, "nms_iou_threshold": 0.55,
+                                   "box_std": [0.05, 0.06, 0.15, 0.25]},
+        (training, "proposals"): {"pre_nms_topk": 150, "post_nms_topk": 40, "nms_iou_threshold": 0.55},
+        (inference, "box_roi_align"): {"pool_size": [5, 5], "sampling_ratio": 3, "aligned": False},
+        (inference, "mask_roi_align"): {"pool_size": [10, 10], "sampling_ratio": 3, "aligned": False},
+        (inference, "mask_head"): {"upsample": "nearest", "upsample_factor": 3, "num_convs": 2,
+                                   "class_agnostic": True, "conv_filters": 24},
+        (inference, "detections"): {"max_detections": 5, "min_confidence": 0.35, "nms_iou_threshold": 0.45,
+                                    "box_std": [0.11, 0.12, 0.21, 0.22]},
+        (training, "rpn_targets"): {"anchors_per_image": 48, "box_std": [0.05, 0.06, 0.15, 0.25]},
+        (training, "detection_targets"): {"train_rois_per_image": 12, "roi_positive_ratio": 0.25,
+                                          "mask_shape": [30, 30], "box_std": [0.11, 0.12, 0.21, 0.22],
+                                          "mask_box_scale": 1.5},
+    }
+    def plain(value):
+        return [plain(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+    for (model, layer), settings in expected.items():
+        got = model.get_layer(layer).get_config()
+        for key, value in settings.items():
+            assert plain(got[key]) == value, (model.name, layer, key, got[key], value)
+    assert tuple(inference.output["detection_masks"].shape) == (None, 5, 30, 30)

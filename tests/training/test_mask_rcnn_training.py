@@ -92,12 +92,115 @@ def test_detect_threshold_and_padding_overrides(trained):
         model.detect(images, paste_padding=-1)
 
 
-def test_evaluate_gives_coco_metrics(trained):
+def test_evaluate_gives_coco_metrics(trained, monkeypatch):
     model, samples, _, _ = trained
-    metrics = model.evaluate(samples[:4])
-    for key in ("bbox_ap", "bbox_ap50", "mask_ap", "mask_ap50"):
-        assert -1.0 <= metrics[key] <= 1.0
+    samples = samples[:4]
+    metrics = model.evaluate(samples)
+    detections = model.detect([s["image"] for s in samples])
     assert metrics["num_images"] == 4
+    assert metrics["num_ground_truth"] == sum(len(s["class_ids"]) for s in samples) > 0
+    assert metrics["num_detections"] == sum(len(r["scores"]) for r in detections)
+    for key in ("bbox_ap", "bbox_ap50", "mask_ap", "mask_ap50"):
+        assert 0.0 <= metrics[key] <= 1.0, (key, metrics[key])
+
+    # Known answers: detections equal to the ground truth score 1, no detections 0.
+    def perfect(images, **kwargs):
+        assert all(np.array_equal(i, s["image"]) for i, s in zip(images, samples, strict=True))
+        return [
+            {"rois": kml.data.extract_boxes(s["masks"]).astype("float32"), "class_ids": s["class_ids"],
+             "scores": np.ones(len(s["class_ids"]), "float32"), "masks": s["masks"]}
+            for s in samples
+        ]
+
+    monkeypatch.setattr(model, "detect", perfect)
+    best = model.evaluate(samples)
+    for key in ("bbox_ap", "bbox_ap50", "mask_ap", "mask_ap50"):
+        assert best[key] == pytest.approx(1.0), (key, best[key])
+
+    def nothing(images, **kwargs):
+        return [{"rois": np.zeros((0, 4), "float32"), "class_ids": np.zeros(0, "int32"),
+                 "scores": np.zeros(0, "float32"), "masks": np.zeros((*s["image"].shape[:2], 0), bool)}
+                for s in samples]
+
+    monkeypatch.setattr(model, "detect", nothing)
+    worst = model.evaluate(samples)
+    assert worst["bbox_ap"] == worst["mask_ap"] == 0.0 and worst["num_detections"] == 0
+
+
+def test_detect_refuses_images_out_of_range(trained):
+    model, samples, _, _ = trained
+    good = samples[0]["image"].astype("float32")
+    cases = [
+        (np.where(np.arange(64)[:, None, None] == 5, np.nan, good), "NaN or infinite"),
+        (np.where(np.arange(64)[:, None, None] == 5, np.inf, good), "NaN or infinite"),
+        (good * 2.0 + 1.0, r"\[0, 255\]"),
+        (good - 256.0, r"\[0, 255\]"),
+        (good > 100, "real numbers"),
+        (np.zeros((0, 64, 3), "float32"), "empty"),
+    ]
+    for image, message in cases:
+        # Named by its index in the whole list, though it is in the second batch of BATCH_SIZE 2.
+        with pytest.raises(ValueError, match=r"images\[2\].*" + message):
+            model.detect([good, good, image])
+    # Floats in [0, 255] are raw pixels and fine.
+    assert len(model.detect([good], verbose=0)) == 1
+
+
+def test_detect_shows_progress_beyond_one_batch(trained, capsys):
+    model, samples, _, _ = trained
+    images = [s["image"] for s in samples[:3]]  # two batches of BATCH_SIZE 2
+    capsys.readouterr()
+    shown = model.detect(images)
+    assert "3/3" in capsys.readouterr().out
+    quiet = model.detect(images, verbose=0)
+    assert capsys.readouterr().out == ""
+    model.detect(images[:2])  # one batch: nothing to follow
+    assert capsys.readouterr().out == ""
+    for a, b in zip(shown, quiet):
+        np.testing.assert_array_equal(a["rois"], b["rois"])
+        np.testing.assert_array_equal(a["masks"], b["masks"])
+    model.evaluate(samples[:3])
+    assert "3/3" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="verbose"):
+        model.detect(images, verbose="loud")
+
+
+def test_optimizer_follows_the_config():
+    model = kml.MaskRCNN(tiny_config(WEIGHT_DECAY=0.003, GRADIENT_CLIP_NORM=2.0))
+    assert model.config.OPTIMIZER == "adam" and model.config.LR_SCHEDULE == "cosine"
+    # A cosine schedule of unknown length used to become a constant rate silently.
+    with pytest.raises(ValueError, match="total_steps"):
+        model.compile()
+    with pytest.raises(ValueError, match="total_steps"):
+        model.compile(total_steps=0)
+    model.compile(total_steps=40)
+    optimizer = model.training_model.optimizer
+    assert isinstance(optimizer, keras.optimizers.Adam)
+    assert optimizer.weight_decay == pytest.approx(0.003) and optimizer.clipnorm == 2.0
+    # The cosine schedule warms up from a tenth of LEARNING_RATE.
+    assert float(keras.ops.convert_to_numpy(optimizer.learning_rate)) == pytest.approx(0.1 * model.config.LEARNING_RATE)
+    # A constant rate needs no length; 0 and None turn decay and clipping off.
+    model.config = model.config.replace(
+        OPTIMIZER="sgd", LR_SCHEDULE="constant", WEIGHT_DECAY=0, GRADIENT_CLIP_NORM=None, LEARNING_MOMENTUM=0.8
+    )
+    model.compile()
+    optimizer = model.training_model.optimizer
+    assert isinstance(optimizer, keras.optimizers.SGD) and optimizer.momentum == 0.8
+    assert optimizer.weight_decay is None and optimizer.clipnorm is None
+    assert float(keras.ops.convert_to_numpy(optimizer.learning_rate)) == pytest.approx(model.config.LEARNING_RATE)
+
+
+def test_fit_validation_steps_default_to_the_batches_available(monkeypatch):
+    model = kml.MaskRCNN(tiny_config(VALIDATION_STEPS=5))
+    calls = []
+    monkeypatch.setattr(model.training_model, "fit", lambda *args, **kwargs: calls.append(kwargs))
+    samples = kml.data.generate_shapes(30, height=64, width=64, seed=6, max_instances=2)
+    model.fit(samples, validation_data=samples[:3], verbose=0)
+    model.fit(samples, validation_data=samples, verbose=0)
+    model.fit(samples, validation_data=samples[:3], validation_steps=4, verbose=0)
+    model.fit(samples, verbose=0)
+    # 3 samples in batches of 2: 2 batches; 30 samples: 15 batches, capped at VALIDATION_STEPS.
+    assert [c["validation_steps"] for c in calls] == [2, 5, 4, None]
 
 
 def test_save_and_load_predict_the_same(trained, tmp_path):
