@@ -19,6 +19,10 @@ _MIN_AREA = 20
 # Shapes must stand out from the background and from each other: minimum L1
 # distance over RGB.
 _MIN_COLOUR_DISTANCE = 90
+# Draws per colour before settling for the most distinct one drawn: with a few
+# shapes a draw is rejected well under half the time, so only crowded images
+# (dozens of shapes, where the colour space runs out) ever reach the limit.
+_COLOUR_DRAWS = 256
 
 
 def _check_int(name, value, minimum):
@@ -42,10 +46,17 @@ def _shape_mask(kind, cy, cx, size, yy, xx):
 
 
 def _colour_far_from(rng, others):
-    while True:
+    """A random colour at least `_MIN_COLOUR_DISTANCE` from `others`, or the farthest of a bounded number of draws."""
+    others = np.asarray(others)
+    best, best_distance = None, -1
+    for _ in range(_COLOUR_DRAWS):
         colour = rng.integers(0, 256, size=3)
-        if all(np.abs(colour - other).sum() >= _MIN_COLOUR_DISTANCE for other in others):
+        distance = np.abs(others - colour).sum(axis=-1).min()
+        if distance >= _MIN_COLOUR_DISTANCE:
             return colour
+        if distance > best_distance:
+            best, best_distance = colour, distance
+    return best
 
 
 def _generate_one(rng, height, width, max_instances, empty_fraction, min_area, image_id):
@@ -87,7 +98,8 @@ def generate_shapes(count, height=128, width=128, seed=0, max_instances=4, empty
 
     Each image has a random solid background and 1..`max_instances` shapes
     (none with probability `empty_fraction`) of random class, colour (set
-    apart from the background and the other shapes), size
+    apart from the background and the other shapes as far as the colour
+    space allows: with dozens of shapes some colours come closer), size
     (sides of 12..60 px at 128 px, scaled with the short side) and position,
     fully inside the image. Shapes may overlap; later shapes hide earlier
     ones, whose masks lose the hidden pixels, and instances left with less

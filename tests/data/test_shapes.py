@@ -90,3 +90,36 @@ def test_other_sizes_scale_shapes():
 def test_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         generate_shapes(**kwargs)
+
+
+def _returns_within(seconds, function):
+    """`function()`'s result, run in a thread so that a hang fails the test instead of stalling it."""
+    import threading
+
+    done = []
+    worker = threading.Thread(target=lambda: done.append(function()), daemon=True)
+    worker.start()
+    worker.join(timeout=seconds)
+    assert done, f"no result within {seconds} s"
+    return done[0]
+
+
+def test_colour_picking_terminates_when_no_colour_is_far_enough():
+    import numpy as np
+
+    from keras_maskrcnn_layers.data import shapes
+
+    # Every colour lies within L1 distance 60 of this lattice (step 40): none is 90 away.
+    lattice = np.stack(np.meshgrid(*[np.arange(0, 256, 40)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    colour = _returns_within(60, lambda: shapes._colour_far_from(np.random.default_rng(0), list(lattice)))
+    assert colour.shape == (3,) and 0 <= colour.min() and colour.max() <= 255
+
+
+def test_many_instances_terminate():
+    # Some 80 colours exhaust the colour space at the minimum distance; hundreds of shapes used to hang.
+    samples = _returns_within(
+        120, lambda: generate_shapes(2, height=64, width=64, seed=0, max_instances=1000, empty_fraction=0.0)
+    )
+    assert max(len(s["class_ids"]) for s in samples) > 20
+    for sample in samples:
+        assert sample["masks"].sum(axis=-1).max(initial=0) <= 1
