@@ -97,6 +97,10 @@ PRESETS = {
         "DETECTION_MIN_CONFIDENCE": 0.5,
         "STEPS_PER_EPOCH": 50,
         "VALIDATION_STEPS": 5,
+        # From scratch, so BatchNorm trains (frozen, it stays at mean 0 and
+        # variance 1). `make demo` at 8834dcb: mask AP 0.699 -> 0.731, box AP
+        # 0.653 -> 0.673, in the same time.
+        "TRAIN_BN": True,
         # From scratch in minutes: Adam, decayed to a twentieth over the fit.
         "OPTIMIZER": "adam",
         "LEARNING_RATE": 0.002,

@@ -15,6 +15,7 @@ from keras_maskrcnn_layers.evaluation.anchors import (
 )
 from keras_maskrcnn_layers.evaluation.coco_metrics import (
     STAT_NAMES,
+    CocoAccumulator,
     coco_evaluate,
     extract_boxes,
     results_to_coco,
@@ -27,6 +28,7 @@ __all__ = [
     "CANDIDATE_RATIOS",
     "STAT_NAMES",
     "AnchorSuggestion",
+    "CocoAccumulator",
     "MaskSizeReport",
     "ProposalRecallReport",
     "anchor_coverage",

@@ -95,7 +95,7 @@ def _encode_masks(masks):
     return rles
 
 
-def samples_to_coco(samples, class_ids=None):
+def samples_to_coco(samples, class_ids=None, first_image_id=0):
     """Builds a COCO ground-truth dataset dict from samples.
 
     Image ids are the sample indices. Instance masks become compressed RLE
@@ -111,6 +111,8 @@ def samples_to_coco(samples, class_ids=None):
         class_ids: sequence of ints or `None`. The categories to evaluate;
             instances of other classes are left out. Defaults to `None`, the
             class ids seen in `samples`.
+        first_image_id: int. Image id (and index in messages) of the first
+            sample, for datasets converted a chunk at a time. Defaults to `0`.
 
     Returns:
         Dict with `"images"`, `"annotations"` and `"categories"` lists in the
@@ -129,7 +131,7 @@ def samples_to_coco(samples, class_ids=None):
     """
     images, annotations, seen = [], [], set()
     keep = None if class_ids is None else set(_check_class_ids(class_ids, "`class_ids`").tolist())
-    for index, sample in enumerate(samples):
+    for index, sample in enumerate(samples, start=first_image_id):
         image = np.asarray(sample["image"])
         masks = np.asarray(sample["masks"]).astype(bool)
         ids = _check_class_ids(sample["class_ids"], f"samples[{index}]['class_ids']")
@@ -170,7 +172,7 @@ def samples_to_coco(samples, class_ids=None):
     }
 
 
-def results_to_coco(results, iou_type="segm", class_ids=None, image_shapes=None):
+def results_to_coco(results, iou_type="segm", class_ids=None, image_shapes=None, first_image_id=0):
     """Converts `MaskRCNN.detect` results to a COCO results list.
 
     Image ids are the result indices. For `"bbox"` each entry carries `bbox`
@@ -190,6 +192,8 @@ def results_to_coco(results, iou_type="segm", class_ids=None, image_shapes=None)
             classes. Defaults to `None`, all of them.
         image_shapes: sequence of `(H, W)` or `None`. If given, each result's
             masks must have that size. Defaults to `None`, no check.
+        first_image_id: int. Image id (and index in messages) of the first
+            result. Defaults to `0`.
 
     Returns:
         List of dicts with `"image_id"`, `"category_id"`, `"score"` and
@@ -213,7 +217,7 @@ def results_to_coco(results, iou_type="segm", class_ids=None, image_shapes=None)
         )
     keep = None if class_ids is None else set(_check_class_ids(class_ids, "`class_ids`").tolist())
     detections = []
-    for index, result in enumerate(results):
+    for index, result in enumerate(results, start=first_image_id):
         ids = _check_class_ids(result["class_ids"], f"results[{index}]['class_ids']")
         scores = np.asarray(result["scores"], np.float64).reshape(-1)
         n = ids.shape[0]
@@ -231,7 +235,9 @@ def results_to_coco(results, iou_type="segm", class_ids=None, image_shapes=None)
                 entries.append({"bbox": [x1, y1, x2 - x1, y2 - y1]})
         else:
             masks = np.asarray(result["masks"]).astype(bool)
-            expected = None if image_shapes is None else tuple(int(s) for s in image_shapes[index][:2])
+            expected = (
+                None if image_shapes is None else tuple(int(s) for s in image_shapes[index - first_image_id][:2])
+            )
             if n == 0 and masks.size == 0:
                 masks = np.zeros(expected + (0,) if expected else (0, 0, 0), bool)
             if masks.ndim != 3 or masks.shape[-1] != n or (expected and masks.shape[:2] != expected):
@@ -327,47 +333,128 @@ def coco_evaluate(samples, results, iou_types=("bbox", "segm"), class_ids=None, 
     >>> [round(metrics[key], 6) for key in ("bbox_ap", "mask_ap50", "mask_ap_large")]
     [1.0, 1.0, -1.0]
     """
-    if isinstance(iou_types, str):
-        iou_types = (iou_types,)
-    iou_types = tuple(iou_types)
-    if not iou_types or any(t not in _PREFIXES for t in iou_types) or len(set(iou_types)) != len(iou_types):
-        raise ValueError(
-            f"`iou_types` must be a non-empty subset of ('bbox', 'segm'). Received: iou_types={iou_types!r}"
-        )
-    if len(samples) == 0:
-        raise ValueError("`samples` must not be empty.")
+    evaluation = CocoAccumulator(iou_types, class_ids)
     if len(samples) != len(results):
         raise ValueError(
             f"`samples` and `results` must have the same length. Received: {len(samples)} samples "
             f"and {len(results)} results"
         )
-    if class_ids is None:
-        seen = set()
-        for name, items in (("samples", samples), ("results", results)):
-            for index, item in enumerate(items):
-                seen.update(_check_class_ids(item["class_ids"], f"{name}[{index}]['class_ids']").tolist())
-        class_ids = sorted(seen)
-    _, COCO, COCOeval = _pycocotools()
-    dataset = samples_to_coco(samples, class_ids=class_ids)
-    image_shapes = [np.shape(sample["image"])[:2] for sample in samples]
-    metrics = {"num_images": len(samples), "num_ground_truth": len(dataset["annotations"])}
-    quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
-    with quiet:
-        coco_gt = COCO()
-        coco_gt.dataset = dataset
-        coco_gt.createIndex()
-        for iou_type in iou_types:
-            detections = results_to_coco(results, iou_type, class_ids=class_ids, image_shapes=image_shapes)
-            metrics["num_detections"] = len(detections)
-            if not dataset["categories"]:
-                # COCOeval has nothing to loop over; every metric is undefined.
-                stats = -np.ones(len(STAT_NAMES))
-            else:
-                evaluator = COCOeval(coco_gt, _load_results(coco_gt, detections), iou_type)
-                evaluator.evaluate()
-                evaluator.accumulate()
-                evaluator.summarize()
-                stats = evaluator.stats
-            for name, value in zip(STAT_NAMES, stats):
-                metrics[_PREFIXES[iou_type] + name] = float(value)
-    return metrics
+    evaluation.add(samples, results)
+    return evaluation.evaluate(verbose=verbose)
+
+
+class CocoAccumulator:
+    """`coco_evaluate` a chunk of images at a time.
+
+    Each chunk's ground truth and detections become COCO annotations (masks
+    as compressed RLE) as soon as they are added, so neither the images nor
+    the full-size masks of earlier chunks are kept. `MaskRCNN.evaluate` uses
+    it. The metrics equal those of `coco_evaluate` on all the chunks at once.
+
+    Args:
+        iou_types: as in `coco_evaluate`. Defaults to `("bbox", "segm")`.
+        class_ids: as in `coco_evaluate`. Defaults to `None`, every class id
+            seen in the samples or results added.
+
+    Example: the same object twice, found in the first chunk and missed in
+    the second, so recall is 0.5 at precision 1 (51 of COCO's 101 recall
+    points).
+
+    >>> import numpy as np
+    >>> from keras_maskrcnn_layers.evaluation import CocoAccumulator, extract_boxes
+    >>> masks = np.zeros((32, 32, 1), bool)
+    >>> masks[4:20, 8:24, 0] = True
+    >>> sample = {"image": np.zeros((32, 32, 3), "uint8"), "masks": masks, "class_ids": np.array([1])}
+    >>> hit = {"rois": extract_boxes(masks).astype("float32"), "class_ids": np.array([1]),
+    ...        "scores": np.array([0.9]), "masks": masks}
+    >>> miss = {"rois": np.zeros((0, 4)), "class_ids": np.zeros(0, int), "scores": np.zeros(0),
+    ...         "masks": np.zeros((32, 32, 0), bool)}
+    >>> evaluation = CocoAccumulator()
+    >>> evaluation.add([sample], [hit])
+    >>> evaluation.add([sample], [miss])
+    >>> metrics = evaluation.evaluate()
+    >>> metrics["num_images"], metrics["num_ground_truth"], round(metrics["mask_ap50"], 3)
+    (2, 2, 0.505)
+    """
+
+    def __init__(self, iou_types=("bbox", "segm"), class_ids=None):
+        if isinstance(iou_types, str):
+            iou_types = (iou_types,)
+        iou_types = tuple(iou_types)
+        if not iou_types or any(t not in _PREFIXES for t in iou_types) or len(set(iou_types)) != len(iou_types):
+            raise ValueError(
+                f"`iou_types` must be a non-empty subset of ('bbox', 'segm'). Received: iou_types={iou_types!r}"
+            )
+        self.iou_types = iou_types
+        self.class_ids = None if class_ids is None else sorted(_check_class_ids(class_ids, "`class_ids`").tolist())
+        self._images = []
+        self._annotations = []
+        self._detections = {t: [] for t in iou_types}
+        self._seen = set()
+
+    @property
+    def num_images(self):
+        return len(self._images)
+
+    def add(self, samples, results):
+        """Adds one chunk: samples and their results, in the same order."""
+        samples, results = list(samples), list(results)
+        if len(samples) != len(results):
+            raise ValueError(
+                f"`samples` and `results` must have the same length. Received: {len(samples)} samples "
+                f"and {len(results)} results"
+            )
+        first = len(self._images)
+        for index, result in enumerate(results, start=first):
+            self._seen.update(_check_class_ids(result["class_ids"], f"results[{index}]['class_ids']").tolist())
+        dataset = samples_to_coco(samples, class_ids=self.class_ids, first_image_id=first)
+        image_shapes = [np.shape(sample["image"])[:2] for sample in samples]
+        detections = {
+            t: results_to_coco(results, t, class_ids=self.class_ids, image_shapes=image_shapes, first_image_id=first)
+            for t in self.iou_types
+        }
+        # Only once the whole chunk converted: a bad sample leaves nothing half-added.
+        self._images.extend(dataset["images"])
+        for annotation in dataset["annotations"]:
+            # COCOeval reads id 0 as "unmatched", so ids start at 1.
+            annotation["id"] = len(self._annotations) + 1
+            self._annotations.append(annotation)
+            self._seen.add(annotation["category_id"])
+        for t in self.iou_types:
+            self._detections[t].extend(detections[t])
+        for sample in samples:
+            # Classes whose every instance is empty count too, as in `coco_evaluate`'s default.
+            self._seen.update(np.asarray(sample["class_ids"]).reshape(-1).astype(int).tolist())
+
+    def evaluate(self, verbose=False):
+        """The metrics of `coco_evaluate` over every chunk added."""
+        if not self._images:
+            raise ValueError("`samples` must not be empty.")
+        _, COCO, COCOeval = _pycocotools()
+        categories = self.class_ids if self.class_ids is not None else sorted(self._seen)
+        dataset = {
+            "images": list(self._images),
+            "annotations": list(self._annotations),
+            "categories": [{"id": c, "name": str(c)} for c in categories],
+        }
+        metrics = {"num_images": len(self._images), "num_ground_truth": len(self._annotations)}
+        quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
+        with quiet:
+            coco_gt = COCO()
+            coco_gt.dataset = dataset
+            coco_gt.createIndex()
+            for iou_type in self.iou_types:
+                detections = self._detections[iou_type]
+                metrics["num_detections"] = len(detections)
+                if not categories:
+                    # COCOeval has nothing to loop over; every metric is undefined.
+                    stats = -np.ones(len(STAT_NAMES))
+                else:
+                    evaluator = COCOeval(coco_gt, _load_results(coco_gt, detections), iou_type)
+                    evaluator.evaluate()
+                    evaluator.accumulate()
+                    evaluator.summarize()
+                    stats = evaluator.stats
+                for name, value in zip(STAT_NAMES, stats):
+                    metrics[_PREFIXES[iou_type] + name] = float(value)
+        return metrics

@@ -1,6 +1,8 @@
 """`MaskRCNN`: train, detect, evaluate, save and load a Mask R-CNN."""
 
+import itertools
 import math
+import warnings
 import zipfile
 
 import keras
@@ -51,6 +53,9 @@ class MaskRCNN:
             self.inference_model = inference_model or build_mask_rcnn(config, "inference", components=self.components)
         self._compiled = False
         self._predictor = None
+        # A model of the user's may come with trained weights; the config's
+        # backbones start from BACKBONE_WEIGHTS or from scratch.
+        self._config_backbone = backbone is None and components is None
 
     def _scope(self):
         return self.strategy.scope() if self.strategy is not None else _NullScope()
@@ -95,6 +100,15 @@ class MaskRCNN:
         """
         if total_steps is not None:
             total_steps = check_positive_int("total_steps", total_steps)
+        cfg = self.config
+        if self._config_backbone and not cfg.TRAIN_BN and cfg.BACKBONE_WEIGHTS is None:
+            warnings.warn(
+                "TRAIN_BN=False with BACKBONE_WEIGHTS=None: the backbone trains from scratch with every "
+                "BatchNorm frozen at its initial statistics (mean 0, variance 1), so nothing is normalised. "
+                "Set TRAIN_BN=True, or give BACKBONE_WEIGHTS (matterport freezes BatchNorm of a pretrained "
+                "backbone).",
+                stacklevel=2,
+            )
         with self._scope():
             optimizer = optimizer or self._optimizer(total_steps)
             self.training_model.compile(optimizer=optimizer, jit_compile=self.jit_compile)
@@ -256,20 +270,46 @@ class MaskRCNN:
                 progress.add(len(chunk))
         return results
 
-    def evaluate(self, samples, verbose="auto"):
+    def evaluate(self, samples, verbose="auto", chunk_size=64):
         """COCO box and mask AP on samples (keys as `kml.evaluation.coco_evaluate`).
 
-        Args:
-            samples: sequence of samples (dicts with `"image"`, `"masks"`,
-                `"class_ids"`).
-            verbose: progress of the detection pass, as in `detect`.
-                Defaults to `"auto"` (a progress bar for more than one batch).
-        """
-        from keras_maskrcnn_layers.evaluation import coco_evaluate
+        Samples are read and detected `chunk_size` at a time, and each
+        chunk's ground truth and detections are encoded as COCO RLE before
+        the next is read (`kml.evaluation.CocoAccumulator`): memory stays
+        that of one chunk of images and full-size masks, whatever the
+        number of samples (a lazy `kml.data.load_coco` included).
 
-        samples = list(samples)
-        results = self.detect([s["image"] for s in samples], verbose=verbose)
-        return coco_evaluate(samples, results)
+        Args:
+            samples: iterable of samples (dicts with `"image"`, `"masks"`,
+                `"class_ids"`).
+            verbose: `"auto"`, 0 or 1: a progress bar over the images. 1
+                shows one, 0 none; `"auto"` shows one when there is more
+                than one batch (or the count is unknown). Defaults to
+                `"auto"`.
+            chunk_size: int >= 1. Images per chunk. Defaults to `64`.
+        """
+        from keras_maskrcnn_layers.evaluation import CocoAccumulator
+
+        chunk_size = check_positive_int("chunk_size", chunk_size)
+        if verbose not in ("auto", 0, 1, True, False):
+            raise ValueError(f"`verbose` must be 'auto', 0 or 1. Received: verbose={verbose!r}")
+        try:
+            total = len(samples)
+        except TypeError:
+            total = None
+        show = (total is None or total > self.config.BATCH_SIZE) if verbose == "auto" else bool(verbose)
+        progress = keras.utils.Progbar(total, unit_name="image") if show else None
+        evaluation = CocoAccumulator()
+        chunk, end = [], object()
+        for sample in itertools.chain(samples, [end]):
+            if sample is not end:
+                chunk.append(sample)
+            if chunk and (len(chunk) == chunk_size or sample is end):
+                evaluation.add(chunk, self.detect([s["image"] for s in chunk], verbose=0))
+                if progress is not None:
+                    progress.add(len(chunk))
+                chunk = []
+        return evaluation.evaluate()
 
     # === Saving ===
 

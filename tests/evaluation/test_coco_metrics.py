@@ -6,6 +6,7 @@ from pycocotools import mask as mask_utils
 
 from keras_maskrcnn_layers.evaluation import (
     STAT_NAMES,
+    CocoAccumulator,
     coco_evaluate,
     extract_boxes,
     results_to_coco,
@@ -269,3 +270,53 @@ def test_bad_arguments_raise(three_sizes):
         coco_evaluate(three_sizes, [dict(results[0], rois=np.zeros((2, 5))), results[1]])
     with pytest.raises(ValueError, match="background"):
         coco_evaluate(three_sizes, [dict(results[0], class_ids=[0, 1]), results[1]])
+
+
+def random_case(seed, count=7):
+    """Rectangles of three classes, and detections that shift, drop, duplicate and invent some."""
+    rng = np.random.default_rng(seed)
+    samples, results = [], []
+    for _ in range(count):
+        n = int(rng.integers(0, 4))
+        corners = rng.integers(0, SIZE - 40, size=(n, 2))
+        sides = rng.integers(4, 40, size=(n, 2))
+        boxes = [(y, x, y + h, x + w) for (y, x), (h, w) in zip(corners, sides)]
+        sample = make_sample(boxes, rng.integers(1, 4, size=n))
+        samples.append(sample)
+        masks = np.roll(sample["masks"], int(rng.integers(-3, 4)), axis=0)
+        masks = np.concatenate([masks, np.zeros((SIZE, SIZE, 1), bool)], axis=-1)
+        masks[5:15, 5:25, -1] = True  # a false positive on every image
+        class_ids = np.concatenate([sample["class_ids"], [int(rng.integers(1, 4))]])
+        results.append(make_result(masks, class_ids, rng.uniform(0.1, 1.0, size=n + 1)))
+    return samples, results
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("chunks", [[7], [3, 4], [1, 1, 5], [1] * 7])
+def test_accumulated_chunks_equal_one_evaluation(seed, chunks):
+    samples, results = random_case(seed)
+    expected = coco_evaluate(samples, results)
+    evaluation = CocoAccumulator()
+    start = 0
+    for size in chunks:
+        evaluation.add(samples[start : start + size], results[start : start + size])
+        start += size
+    assert evaluation.num_images == 7
+    assert evaluation.evaluate() == expected
+    assert 0.0 < expected["mask_ap50"] < 1.0, "the case must be neither perfect nor empty"
+
+
+def test_accumulator_checks():
+    samples, results = random_case(2, count=2)
+    with pytest.raises(ValueError, match="must not be empty"):
+        CocoAccumulator().evaluate()
+    with pytest.raises(ValueError, match="same length"):
+        CocoAccumulator().add(samples, results[:1])
+    with pytest.raises(ValueError, match="iou_types"):
+        CocoAccumulator(iou_types=("mask",))
+    evaluation = CocoAccumulator()
+    evaluation.add(samples[:1], results[:1])
+    bad = dict(results[1], masks=results[1]["masks"][:64])
+    with pytest.raises(ValueError, match=r"results\[1\]"):
+        evaluation.add(samples[1:], [bad])
+    assert evaluation.num_images == 1, "a chunk that fails adds nothing"

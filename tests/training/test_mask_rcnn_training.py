@@ -2,6 +2,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import keras
 import numpy as np
@@ -102,6 +103,10 @@ def test_evaluate_gives_coco_metrics(trained, monkeypatch):
     assert metrics["num_detections"] == sum(len(r["scores"]) for r in detections)
     for key in ("bbox_ap", "bbox_ap50", "mask_ap", "mask_ap50"):
         assert 0.0 <= metrics[key] <= 1.0, (key, metrics[key])
+    # Chunks of 3 then 1 images (a generator: no length) give the same metrics.
+    assert model.evaluate((s for s in samples), chunk_size=3, verbose=0) == metrics
+    with pytest.raises(ValueError, match="chunk_size"):
+        model.evaluate(samples, chunk_size=0)
 
     # Known answers: detections equal to the ground truth score 1, no detections 0.
     def perfect(images, **kwargs):
@@ -275,3 +280,14 @@ def test_training_model_saves_and_loads_with_its_loss_metrics(trained, tmp_path)
     assert isinstance(loaded, kml.models.MaskRCNNTrainingModel)
     assert set(kml.layers.LOSS_NAMES) <= {metric.name for metric in loaded.metrics}
     assert len(loaded.weights) == len(model.training_model.weights)
+
+
+def test_frozen_batch_norm_from_scratch_warns():
+    model = kml.MaskRCNN(tiny_config(TRAIN_BN=False))
+    with pytest.warns(UserWarning, match="TRAIN_BN=False with BACKBONE_WEIGHTS=None"):
+        model.compile(total_steps=10)
+    model = kml.MaskRCNN(tiny_config())
+    assert model.config.TRAIN_BN, "the shapes preset trains from scratch, BatchNorm included"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.compile(total_steps=10)
