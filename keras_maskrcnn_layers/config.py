@@ -224,7 +224,11 @@ class MaskRCNNConfig:
         if unknown:
             raise ValueError(f"Unknown setting(s) {unknown}. Known settings: {sorted(DEFAULTS)}")
         values.update(
-            {k: dict(v) if k == "LOSS_WEIGHTS" and isinstance(v, dict) else _tuple(v) for k, v in settings.items()}
+            {
+                k: {name: _tuple(w) for name, w in v.items()} if k == "LOSS_WEIGHTS" and isinstance(v, dict)
+                else _tuple(v)
+                for k, v in settings.items()
+            }
         )
         if isinstance(values["BACKBONE_WEIGHTS"], os.PathLike):
             values["BACKBONE_WEIGHTS"] = os.fspath(values["BACKBONE_WEIGHTS"])  # JSON holds strings
@@ -273,6 +277,12 @@ class MaskRCNNConfig:
         if ignored:
             warnings.warn(f"Ignored matterport settings with no equivalent here: {sorted(ignored)}", stacklevel=2)
         taken.pop("BATCH_SIZE", None)
+        if overrides.get("BATCH_SIZE") is not None and "IMAGES_PER_GPU" not in overrides:
+            # As in `preset`: a batch size asked for wins, and IMAGES_PER_GPU is derived from it.
+            taken.pop("IMAGES_PER_GPU", None)
+        if "TRAIN_BN" in taken and taken["TRAIN_BN"] is None:
+            # matterport: "None: Train BN layers. This is the normal mode".
+            taken["TRAIN_BN"] = True
         return cls(**{**taken, **overrides})
 
     def to_json(self):

@@ -1,5 +1,6 @@
 import warnings
 
+import numpy as np
 import pytest
 
 import keras_maskrcnn_layers as kml
@@ -63,6 +64,27 @@ def test_from_matterport_class_or_instance(source):
     assert cfg.NUM_CLASSES == 4 and cfg.IMAGE_SHAPE == (128, 128, 3)
     assert cfg.BATCH_SIZE == 8 and cfg.TRAIN_ROIS_PER_IMAGE == 32
     assert cfg.RPN_ANCHOR_SCALES == (8, 16, 32, 64, 128)
+
+
+def test_from_matterport_train_bn_none_and_batch_size_override():
+    class TrainsBatchNorm(MatterportShapesConfig):
+        TRAIN_BN = None  # matterport: "None: Train BN layers. This is the normal mode"
+        COMPUTE_BACKBONE_SHAPE = 0
+
+    with pytest.warns(UserWarning):
+        cfg = kml.MaskRCNNConfig.from_matterport(TrainsBatchNorm, BATCH_SIZE=4)
+    assert cfg.TRAIN_BN is True
+    assert cfg.BATCH_SIZE == 4 and cfg.IMAGES_PER_GPU == 4, "an asked-for batch size wins, as in preset()"
+
+
+def test_numpy_scalars_are_numbers():
+    cfg = kml.MaskRCNNConfig(
+        NUM_CLASSES=np.int64(3),
+        LEARNING_RATE=np.float32(0.01),
+        LOSS_WEIGHTS={name: np.float32(1.5) for name in kml.layers.LOSS_NAMES},
+    )
+    assert cfg.LOSS_WEIGHTS["mrcnn_mask_loss"] == 1.5 and isinstance(cfg.LOSS_WEIGHTS["mrcnn_mask_loss"], float)
+    assert kml.MaskRCNNConfig.from_json(cfg.to_json()) == cfg
 
 
 @pytest.mark.parametrize(

@@ -405,8 +405,9 @@ class CocoAccumulator:
                 f"and {len(results)} results"
             )
         first = len(self._images)
+        seen = set()
         for index, result in enumerate(results, start=first):
-            self._seen.update(_check_class_ids(result["class_ids"], f"results[{index}]['class_ids']").tolist())
+            seen.update(_check_class_ids(result["class_ids"], f"results[{index}]['class_ids']").tolist())
         dataset = samples_to_coco(samples, class_ids=self.class_ids, first_image_id=first)
         image_shapes = [np.shape(sample["image"])[:2] for sample in samples]
         detections = {
@@ -424,7 +425,8 @@ class CocoAccumulator:
             self._detections[t].extend(detections[t])
         for sample in samples:
             # Classes whose every instance is empty count too, as in `coco_evaluate`'s default.
-            self._seen.update(np.asarray(sample["class_ids"]).reshape(-1).astype(int).tolist())
+            seen.update(np.asarray(sample["class_ids"]).reshape(-1).astype(int).tolist())
+        self._seen.update(seen)
 
     def evaluate(self, verbose=False):
         """The metrics of `coco_evaluate` over every chunk added."""

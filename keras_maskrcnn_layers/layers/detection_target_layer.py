@@ -132,7 +132,7 @@ class DetectionTargetLayer(keras.layers.Layer):
             ("gt_boxes", gt_boxes.shape[1]),
             ("gt_masks", gt_masks.shape[1]),
         )
-        check_not_empty("gt_boxes", gt_boxes.shape[1], "instance column (G = 0)")
+        check_not_empty("gt_boxes", gt_boxes.shape, 1, "instance column (G = 0)")
         check_boxes_values("proposals", proposals)
         check_boxes_values("gt_boxes", gt_boxes)
         check_finite("gt_masks", gt_masks)

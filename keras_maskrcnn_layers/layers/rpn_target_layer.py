@@ -98,7 +98,7 @@ class RPNTargetLayer(keras.layers.Layer):
             ("gt_boxes", gt_boxes.shape[1]),
             ("gt_class_ids", gt_class_ids.shape[1]),
         )
-        check_not_empty("gt_boxes", gt_boxes.shape[1], "instance column (G = 0)")
+        check_not_empty("gt_boxes", gt_boxes.shape, 1, "instance column (G = 0)")
         check_boxes_values("anchors", anchors)
         check_boxes_values("gt_boxes", gt_boxes)
 

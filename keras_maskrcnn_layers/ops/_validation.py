@@ -126,30 +126,35 @@ def check_same_size(label, *named_sizes):
         raise ValueError(f"{label} must agree. Received {given}")
 
 
-def check_not_empty(name, size, what):
+def check_not_empty(name, shape, axis, what):
     """A zero-size axis the op cannot reduce over; padding with zeros is the way to say 'none'."""
-    if size == 0:
+    if shape[axis] == 0:
         raise ValueError(
             f"`{name}` has no {what}. Pass at least one row: an all-zero (padding) row "
-            "means no instance."
+            f"means no instance. Received: shape={tuple(shape)}"
         )
+
+
+def _check_finite_array(name, value):
+    bad = ~np.isfinite(value.astype(np.float64))
+    if np.any(bad):
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"`{name}` contains NaN or infinite values: {value[first]} at index {first}.")
 
 
 def check_finite(name, x):
     """Raises on NaN or infinite values (eager only)."""
     value = concrete_value(x)
-    if value is None or value.size == 0:
-        return
-    if not np.all(np.isfinite(value.astype(np.float64))):
-        raise ValueError(f"`{name}` contains NaN or infinite values.")
+    if value is not None and value.size:
+        _check_finite_array(name, value)
 
 
 def check_probabilities(name, x):
     """Raises unless every value lies in [0, 1] (eager only)."""
-    check_finite(name, x)
     value = concrete_value(x)
     if value is None or value.size == 0:
         return
+    _check_finite_array(name, value)
     if np.any(value < 0) or np.any(value > 1):
         raise ValueError(
             f"`{name}` must hold probabilities in [0, 1]. Received values from {value.min()} to "

@@ -103,10 +103,10 @@ class MaskRCNN:
         cfg = self.config
         if self._config_backbone and not cfg.TRAIN_BN and cfg.BACKBONE_WEIGHTS is None:
             warnings.warn(
-                "TRAIN_BN=False with BACKBONE_WEIGHTS=None: the backbone trains from scratch with every "
-                "BatchNorm frozen at its initial statistics (mean 0, variance 1), so nothing is normalised. "
-                "Set TRAIN_BN=True, or give BACKBONE_WEIGHTS (matterport freezes BatchNorm of a pretrained "
-                "backbone).",
+                "TRAIN_BN=False with BACKBONE_WEIGHTS=None: unless you loaded trained weights, the backbone "
+                "trains from scratch with every BatchNorm frozen at its initial statistics (mean 0, variance 1), "
+                "so nothing is normalised. Set TRAIN_BN=True, or give BACKBONE_WEIGHTS (matterport freezes the "
+                "BatchNorm of a pretrained backbone).",
                 stacklevel=2,
             )
         with self._scope():
@@ -222,7 +222,7 @@ class MaskRCNN:
             verbose: `"auto"`, 0 or 1. 1 shows a progress bar, 0 none;
                 `"auto"` shows one when there is more than one batch of
                 `BATCH_SIZE` images. Defaults to `"auto"`.
-            mask_threshold: float in `[0, 1]` or None. Overrides
+            mask_threshold: float in `(0, 1]` or None. Overrides
                 `DETECTION_MASK_THRESHOLD` for this call (a sweep over
                 thresholds needs no new model). Defaults to `None`.
             paste_padding: int or None. Overrides `MASK_PASTE_PADDING` for
@@ -246,12 +246,15 @@ class MaskRCNN:
         threshold = cfg.DETECTION_MASK_THRESHOLD
         if mask_threshold is not None:
             threshold = check_probability("mask_threshold", mask_threshold)
+            if threshold == 0.0:
+                # Every pasted pixel is >= 0: the whole image would be the mask.
+                raise ValueError(f"`mask_threshold` must be in (0, 1]. Received: mask_threshold={mask_threshold!r}")
         padding = cfg.MASK_PASTE_PADDING
         if paste_padding is not None:
             padding = check_positive_int("paste_padding", paste_padding, minimum=0)
         batch = cfg.BATCH_SIZE
-        if verbose not in ("auto", 0, 1, True, False):
-            raise ValueError(f"`verbose` must be 'auto', 0 or 1. Received: verbose={verbose!r}")
+        if verbose not in ("auto", 0, 1, 2, True, False):
+            raise ValueError(f"`verbose` must be 'auto', 0, 1 or 2. Received: verbose={verbose!r}")
         show = len(images) > batch if verbose == "auto" else bool(verbose)
         progress = keras.utils.Progbar(len(images), unit_name="image") if show else None
         results = []
@@ -286,13 +289,17 @@ class MaskRCNN:
                 shows one, 0 none; `"auto"` shows one when there is more
                 than one batch (or the count is unknown). Defaults to
                 `"auto"`.
-            chunk_size: int >= 1. Images per chunk. Defaults to `64`.
+            chunk_size: int >= 1. Images per chunk, rounded up to a multiple
+                of `BATCH_SIZE`. Defaults to `64`.
         """
         from keras_maskrcnn_layers.evaluation import CocoAccumulator
 
         chunk_size = check_positive_int("chunk_size", chunk_size)
-        if verbose not in ("auto", 0, 1, True, False):
-            raise ValueError(f"`verbose` must be 'auto', 0 or 1. Received: verbose={verbose!r}")
+        # Whole batches per chunk: `detect` pads a chunk's last batch.
+        batch = self.config.BATCH_SIZE
+        chunk_size = -(-chunk_size // batch) * batch
+        if verbose not in ("auto", 0, 1, 2, True, False):
+            raise ValueError(f"`verbose` must be 'auto', 0, 1 or 2. Received: verbose={verbose!r}")
         try:
             total = len(samples)
         except TypeError:

@@ -168,6 +168,8 @@ def test_detect_shows_progress_beyond_one_batch(trained, capsys):
     assert "3/3" in capsys.readouterr().out
     with pytest.raises(ValueError, match="verbose"):
         model.detect(images, verbose="loud")
+    with pytest.raises(ValueError, match="mask_threshold"):
+        model.detect(images, mask_threshold=0.0)
 
 
 def test_optimizer_follows_the_config():
