@@ -26,6 +26,29 @@ def _where(sample):
     return "" if image_id is None else f" (image_id={image_id!r})"
 
 
+def check_image(image, channels, label):
+    """An image as an array: `[H, W, channels]` of finite real numbers in `[0, 255]`.
+
+    The image rule of `validate_sample`, also applied by `MaskRCNN.detect`;
+    `label` names the image in the messages.
+    """
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[-1] != channels:
+        raise ValueError(f"{label} must have shape [H, W, {channels}]. Received shape {image.shape}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"{label} is empty. Received shape {image.shape}")
+    if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
+        raise ValueError(f"{label} must hold real numbers. Received dtype {image.dtype}")
+    if image.dtype != np.uint8:
+        if not np.all(np.isfinite(image)):
+            raise ValueError(f"{label} contains NaN or infinite values.")
+        if image.min() < 0 or image.max() > 255:
+            raise ValueError(
+                f"{label} values must lie in [0, 255]. Received range [{image.min()}, {image.max()}]"
+            )
+    return image
+
+
 def validate_sample(sample, num_classes=None, channels=3):
     """Checks a sample and returns it with canonical dtypes.
 
@@ -63,21 +86,7 @@ def validate_sample(sample, num_classes=None, channels=3):
         raise ValueError(f"Sample{_where(sample)} lacks key(s) {missing}. Received keys: {sorted(sample)}")
     where = _where(sample)
 
-    image = np.asarray(sample["image"])
-    if image.ndim != 3 or image.shape[-1] != channels:
-        raise ValueError(f"Sample{where}: 'image' must have shape [H, W, {channels}]. Received shape {image.shape}")
-    if image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError(f"Sample{where}: 'image' is empty. Received shape {image.shape}")
-    if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
-        raise ValueError(f"Sample{where}: 'image' must hold real numbers. Received dtype {image.dtype}")
-    if image.dtype != np.uint8:
-        if not np.all(np.isfinite(image)):
-            raise ValueError(f"Sample{where}: 'image' contains NaN or infinite values.")
-        if image.min() < 0 or image.max() > 255:
-            raise ValueError(
-                f"Sample{where}: 'image' values must lie in [0, 255]. "
-                f"Received range [{image.min()}, {image.max()}]"
-            )
+    image = check_image(sample["image"], channels, f"Sample{where}: 'image'")
 
     masks = np.asarray(sample["masks"])
     if masks.ndim != 3 or masks.shape[:2] != image.shape[:2]:

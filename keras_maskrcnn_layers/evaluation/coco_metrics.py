@@ -334,11 +334,6 @@ def coco_evaluate(samples, results, iou_types=("bbox", "segm"), class_ids=None, 
     [1.0, 1.0, -1.0]
     """
     evaluation = CocoAccumulator(iou_types, class_ids)
-    if len(samples) != len(results):
-        raise ValueError(
-            f"`samples` and `results` must have the same length. Received: {len(samples)} samples "
-            f"and {len(results)} results"
-        )
     evaluation.add(samples, results)
     return evaluation.evaluate(verbose=verbose)
 

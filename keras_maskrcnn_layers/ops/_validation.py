@@ -28,6 +28,18 @@ def check_probability(name, value):
     return float(value)
 
 
+def check_mask_threshold(name, value):
+    """A threshold in (0, 1] on pasted mask probabilities: every pasted pixel,
+    outside the box too, is >= 0, so 0 would mark the whole image."""
+    value = check_probability(name, value)
+    if value == 0.0:
+        raise ValueError(
+            f"`{name}` must be in (0, 1]: every pasted pixel, those outside the box included, is >= 0. "
+            f"Received: {name}=0.0"
+        )
+    return value
+
+
 def check_seed(name, value):
     """None or an int >= 0 (Keras seed generators refuse negative seeds on JAX)."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0):

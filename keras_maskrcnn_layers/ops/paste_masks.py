@@ -25,7 +25,7 @@ from keras import ops
 from keras_maskrcnn_layers.ops._validation import (
     check_boxes_values,
     check_image_shape,
-    check_probability,
+    check_mask_threshold,
     concrete_value,
 )
 from keras_maskrcnn_layers.ops.boxes import check_box_scale, scale_boxes
@@ -118,12 +118,7 @@ def paste_masks(masks, boxes, image_shape, threshold=0.5, padding=1, box_scale=1
            [0, 0, 0, 0, 0, 0, 0, 0]])
     """
     height, width = check_image_shape("image_shape", image_shape)
-    threshold = None if threshold is None else check_probability("threshold", threshold)
-    if threshold == 0.0:
-        raise ValueError(
-            "`threshold` must be > 0: every pasted pixel, those outside the box included, is >= 0. "
-            "Received: threshold=0.0 (use None for the soft values)"
-        )
+    threshold = None if threshold is None else check_mask_threshold("threshold", threshold)
     box_scale = check_box_scale("box_scale", box_scale)
     masks = ops.convert_to_tensor(masks)
     boxes = ops.convert_to_tensor(boxes)

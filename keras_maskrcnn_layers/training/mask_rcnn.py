@@ -11,8 +11,9 @@ import tensorflow as tf
 
 from keras_maskrcnn_layers.config import MaskRCNNConfig
 from keras_maskrcnn_layers.data import compose_image_meta, make_dataset, resize_image
+from keras_maskrcnn_layers.data.sample import check_image
 from keras_maskrcnn_layers.models.mask_rcnn import MaskRCNNComponents, build_mask_rcnn
-from keras_maskrcnn_layers.ops._validation import check_positive_int, check_probability
+from keras_maskrcnn_layers.ops._validation import check_mask_threshold, check_positive_int
 from keras_maskrcnn_layers.training.postprocess import unmold_detections
 
 CONFIG_ENTRY = "keras_maskrcnn_layers_config.json"
@@ -193,16 +194,8 @@ class MaskRCNN:
                 of finite real numbers in `[0, 255]` (the image rules of
                 `kml.data.validate_sample`).
         """
-        cfg = self.config
-        molded, metas = [], []
-        for index, image in enumerate(images):
-            image = _check_image(index, image, cfg.IMAGE_CHANNEL_COUNT)
-            resized, window, scale, _ = resize_image(
-                image, cfg.IMAGE_MIN_DIM, cfg.IMAGE_MAX_DIM, cfg.IMAGE_MIN_SCALE, cfg.IMAGE_RESIZE_MODE
-            )
-            molded.append(resized.astype(np.float32))
-            metas.append(compose_image_meta(image.shape, window, scale))
-        return np.stack(molded), np.stack(metas)
+        channels = self.config.IMAGE_CHANNEL_COUNT
+        return _mold(self.config, [_check_image(i, image, channels) for i, image in enumerate(images)])
 
     def _predict(self, images, meta):
         if self._predictor is None:
@@ -245,22 +238,16 @@ class MaskRCNN:
         images = [_check_image(i, image, cfg.IMAGE_CHANNEL_COUNT) for i, image in enumerate(images)]
         threshold = cfg.DETECTION_MASK_THRESHOLD
         if mask_threshold is not None:
-            threshold = check_probability("mask_threshold", mask_threshold)
-            if threshold == 0.0:
-                # Every pasted pixel is >= 0: the whole image would be the mask.
-                raise ValueError(f"`mask_threshold` must be in (0, 1]. Received: mask_threshold={mask_threshold!r}")
+            threshold = check_mask_threshold("mask_threshold", mask_threshold)
         padding = cfg.MASK_PASTE_PADDING
         if paste_padding is not None:
             padding = check_positive_int("paste_padding", paste_padding, minimum=0)
         batch = cfg.BATCH_SIZE
-        if verbose not in ("auto", 0, 1, 2, True, False):
-            raise ValueError(f"`verbose` must be 'auto', 0, 1 or 2. Received: verbose={verbose!r}")
-        show = len(images) > batch if verbose == "auto" else bool(verbose)
-        progress = keras.utils.Progbar(len(images), unit_name="image") if show else None
+        progress = _progress_bar(verbose, len(images), batch)
         results = []
         for start in range(0, len(images), batch):
             chunk = images[start : start + batch]
-            molded, meta = self.mold_inputs(chunk)
+            molded, meta = _mold(cfg, chunk)
             # A full batch every time: one compiled shape, no recompilation.
             missing = batch - len(chunk)
             if missing:
@@ -298,24 +285,17 @@ class MaskRCNN:
         # Whole batches per chunk: `detect` pads a chunk's last batch.
         batch = self.config.BATCH_SIZE
         chunk_size = -(-chunk_size // batch) * batch
-        if verbose not in ("auto", 0, 1, 2, True, False):
-            raise ValueError(f"`verbose` must be 'auto', 0, 1 or 2. Received: verbose={verbose!r}")
         try:
             total = len(samples)
         except TypeError:
             total = None
-        show = (total is None or total > self.config.BATCH_SIZE) if verbose == "auto" else bool(verbose)
-        progress = keras.utils.Progbar(total, unit_name="image") if show else None
+        progress = _progress_bar(verbose, total, batch)
         evaluation = CocoAccumulator()
-        chunk, end = [], object()
-        for sample in itertools.chain(samples, [end]):
-            if sample is not end:
-                chunk.append(sample)
-            if chunk and (len(chunk) == chunk_size or sample is end):
-                evaluation.add(chunk, self.detect([s["image"] for s in chunk], verbose=0))
-                if progress is not None:
-                    progress.add(len(chunk))
-                chunk = []
+        samples = iter(samples)
+        while chunk := list(itertools.islice(samples, chunk_size)):
+            evaluation.add(chunk, self.detect([s["image"] for s in chunk], verbose=0))
+            if progress is not None:
+                progress.add(len(chunk))
         return evaluation.evaluate()
 
     # === Saving ===
@@ -355,24 +335,29 @@ def _batch_count(data, batch_size):
         return None
 
 
+def _mold(cfg, images):
+    """`MaskRCNN.mold_inputs` for images already checked."""
+    molded, metas = [], []
+    for image in images:
+        resized, window, scale, _ = resize_image(
+            image, cfg.IMAGE_MIN_DIM, cfg.IMAGE_MAX_DIM, cfg.IMAGE_MIN_SCALE, cfg.IMAGE_RESIZE_MODE
+        )
+        molded.append(resized.astype(np.float32))
+        metas.append(compose_image_meta(image.shape, window, scale))
+    return np.stack(molded), np.stack(metas)
+
+
 def _check_image(index, image, channels):
-    """An image for `detect` as an array, checked as `validate_sample` checks a sample's image."""
-    image = np.asarray(image)
-    where = f"`images[{index}]`"
-    if image.ndim != 3 or image.shape[-1] != channels:
-        raise ValueError(f"{where} must be [H, W, {channels}]. Received: shape={image.shape}")
-    if image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError(f"{where} is empty. Received: shape={image.shape}")
-    if image.dtype == bool or not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
-        raise ValueError(f"{where} must hold real numbers in [0, 255]. Received: dtype={image.dtype}")
-    if image.dtype != np.uint8:
-        if not np.all(np.isfinite(image)):
-            raise ValueError(f"{where} contains NaN or infinite values.")
-        if image.min() < 0 or image.max() > 255:
-            raise ValueError(
-                f"{where} values must lie in [0, 255] (raw pixels). Received: range [{image.min()}, {image.max()}]"
-            )
-    return image
+    """An image for `detect`, checked by the image rule of `validate_sample`."""
+    return check_image(image, channels, f"`images[{index}]`")
+
+
+def _progress_bar(verbose, total, batch):
+    """The progress bar of `detect` and `evaluate`: `"auto"` shows one beyond one batch (or an unknown count)."""
+    if verbose not in ("auto", 0, 1, 2, True, False):
+        raise ValueError(f"`verbose` must be 'auto', 0, 1 or 2. Received: verbose={verbose!r}")
+    show = (total is None or total > batch) if verbose == "auto" else bool(verbose)
+    return keras.utils.Progbar(total, unit_name="image") if show else None
 
 
 class _NullScope:
