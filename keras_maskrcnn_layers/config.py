@@ -199,6 +199,16 @@ def _derive_batch_size(values, given_images_per_gpu):
         values["IMAGES_PER_GPU"] = batch // gpus
 
 
+def _override(settings, overrides):
+    """`settings` updated with `overrides`, where a `BATCH_SIZE` asked for
+    without `IMAGES_PER_GPU` wins: the old `IMAGES_PER_GPU` is dropped, to
+    be derived from it."""
+    merged = {**settings, **overrides}
+    if overrides.get("BATCH_SIZE") is not None and "IMAGES_PER_GPU" not in overrides:
+        merged.pop("IMAGES_PER_GPU", None)
+    return merged
+
+
 class MaskRCNNConfig:
     """Every setting of a Mask R-CNN, under the names of matterport's `Config`.
 
@@ -243,11 +253,7 @@ class MaskRCNNConfig:
         """A named starting point (`"shapes"` or `"coco"`) with overrides."""
         if name not in PRESETS:
             raise ValueError(f"Unknown preset {name!r}. Available: {sorted(PRESETS)}")
-        settings = dict(PRESETS[name])
-        if overrides.get("BATCH_SIZE") is not None and "IMAGES_PER_GPU" not in overrides:
-            # A batch size asked for wins over the preset's IMAGES_PER_GPU, which is derived from it.
-            settings.pop("IMAGES_PER_GPU", None)
-        return cls(**{**settings, **overrides})
+        return cls(**_override(PRESETS[name], overrides))
 
     @classmethod
     def from_matterport(cls, config, **overrides):
@@ -277,13 +283,10 @@ class MaskRCNNConfig:
         if ignored:
             warnings.warn(f"Ignored matterport settings with no equivalent here: {sorted(ignored)}", stacklevel=2)
         taken.pop("BATCH_SIZE", None)
-        if overrides.get("BATCH_SIZE") is not None and "IMAGES_PER_GPU" not in overrides:
-            # As in `preset`: a batch size asked for wins, and IMAGES_PER_GPU is derived from it.
-            taken.pop("IMAGES_PER_GPU", None)
         if "TRAIN_BN" in taken and taken["TRAIN_BN"] is None:
             # matterport: "None: Train BN layers. This is the normal mode".
             taken["TRAIN_BN"] = True
-        return cls(**{**taken, **overrides})
+        return cls(**_override(taken, overrides))
 
     def to_json(self):
         return json.dumps(_plain(self._values), indent=2, sort_keys=True)
@@ -314,11 +317,9 @@ class MaskRCNNConfig:
         factor re-derives the batch size, and changing `BATCH_SIZE` alone
         re-derives `IMAGES_PER_GPU`.
         """
-        values = {**self._values, **overrides}
+        values = _override(self._values, overrides)
         if overrides.get("BATCH_SIZE") is None and ("IMAGES_PER_GPU" in overrides or "GPU_COUNT" in overrides):
             values["BATCH_SIZE"] = None
-        elif overrides.get("BATCH_SIZE") is not None and "IMAGES_PER_GPU" not in overrides:
-            del values["IMAGES_PER_GPU"]
         return MaskRCNNConfig(**values)
 
     # === Attribute access ===
@@ -372,10 +373,11 @@ class MaskRCNNConfig:
         def fail(message):
             raise ValueError(message)
 
-        def positive_int(name):
+        def integer(name, minimum=1):
             value = v[name]
-            if not _is_int(value) or value < 1:
-                fail(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+            if not _is_int(value) or value < minimum:
+                kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+                fail(f"`{name}` must be {kind}. Received: {name}={value!r}")
 
         def number(name, accept, bounds, allow_none=False):
             value = v[name]
@@ -409,7 +411,7 @@ class MaskRCNNConfig:
             "POST_NMS_ROIS_INFERENCE", "TRAIN_ROIS_PER_IMAGE", "POOL_SIZE", "MASK_POOL_SIZE", "MAX_GT_INSTANCES",
             "DETECTION_MAX_INSTANCES", "ROI_SAMPLING_RATIO", "IMAGE_CHANNEL_COUNT",
         ):
-            positive_int(name)
+            integer(name)
         for name in ("TRAIN_BN", "USE_MINI_MASK", "ROI_ALIGNED", "MASK_CLASS_AGNOSTIC"):
             boolean(name)
         if v["NUM_CLASSES"] < 2:
@@ -452,12 +454,8 @@ class MaskRCNNConfig:
             fail(f"`OPTIMIZER` must be one of {OPTIMIZERS}. Received: OPTIMIZER={v['OPTIMIZER']!r}")
         if v["LR_SCHEDULE"] not in LR_SCHEDULES:
             fail(f"`LR_SCHEDULE` must be one of {LR_SCHEDULES}. Received: LR_SCHEDULE={v['LR_SCHEDULE']!r}")
-        convs = v["MASK_HEAD_CONVS"]
-        if not _is_int(convs) or convs < 0:
-            fail(f"`MASK_HEAD_CONVS` must be an integer >= 0. Received: MASK_HEAD_CONVS={convs!r}")
-        padding = v["MASK_PASTE_PADDING"]
-        if not _is_int(padding) or padding < 0:
-            fail(f"`MASK_PASTE_PADDING` must be an integer >= 0. Received: MASK_PASTE_PADDING={padding!r}")
+        integer("MASK_HEAD_CONVS", minimum=0)
+        integer("MASK_PASTE_PADDING", minimum=0)
         box_scale = v["MASK_BOX_SCALE"]
         if not _is_number(box_scale) or not 1.0 <= box_scale <= 4.0:
             fail(

@@ -415,7 +415,6 @@ class CocoAccumulator:
             # COCOeval reads id 0 as "unmatched", so ids start at 1.
             annotation["id"] = len(self._annotations) + 1
             self._annotations.append(annotation)
-            self._seen.add(annotation["category_id"])
         for t in self.iou_types:
             self._detections[t].extend(detections[t])
         for sample in samples:
