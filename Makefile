@@ -36,7 +36,7 @@ demo: $(STAMP)
 layers-demo: $(STAMP)
 	KERAS_BACKEND=tensorflow $(PY) examples/layers_demo.py
 
-# The mask-size sweep behind docs/mask_size.md (about 25 minutes on 2 cores).
+# The mask-size sweep behind docs/mask_size.md (about 27 minutes on 2 cores).
 sweep: $(STAMP)
 	KERAS_BACKEND=tensorflow $(PY) examples/mask_size_sweep.py
 

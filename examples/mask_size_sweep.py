@@ -8,6 +8,8 @@ and `--images`) once per training-time setting:
 - a second set of anchor scales (by default the one
   `kml.evaluation.suggest_anchor_scales` proposes for the training boxes)
   with the preset's masks;
+- `MASK_BOX_SCALE` 1.25 and 1.5 (`--box-scales`): the preset's masks
+  predicted over boxes enlarged about their centres;
 
 and evaluates every trained model on held-out images at each inference-time
 setting: `DETECTION_MASK_THRESHOLD` 0.3 / 0.5 / 0.7, and the paste padding
@@ -25,7 +27,9 @@ seed. Runs thus differ only in the setting, and reach a useful accuracy in
 a CPU budget: the default size fits in 30 minutes on two CPU cores.
 
 Run: `KERAS_BACKEND=tensorflow python examples/mask_size_sweep.py`
-(`--help` for the options).
+(`--help` for the options). `--runs` trains only the runs whose names
+contain one of the given strings (the base model is always trained), to
+add a setting or a seed without repeating the rest.
 """
 
 import argparse
@@ -49,6 +53,7 @@ MASK_SETTINGS = (
     ("pool 14 -> 56 px", {"MASK_POOL_SIZE": 14, "MASK_SHAPE": (56, 56)}),
     ("pool 28 -> 56 px", {"MASK_POOL_SIZE": 28, "MASK_SHAPE": (56, 56)}),
 )
+BOX_SCALES = (1.25, 1.5)
 THRESHOLDS = (0.3, 0.5, 0.7)
 COLUMNS = (
     ("run", "{}"),
@@ -102,8 +107,14 @@ def network_boxes(samples, config):
     return np.concatenate(boxes) if boxes else np.zeros((0, 4))
 
 
-def plan_runs(train, base, anchor_scales):
-    """The training-time settings: mask resolutions, then a second anchor set."""
+def plan_runs(train, base, anchor_scales, box_scales=BOX_SCALES):
+    """The training-time settings: mask resolutions, a second anchor set, then box scales.
+
+    Returns:
+        `(runs, suggestion)`: `runs` a list of `(name, config overrides)`,
+        each checked against `base` (an invalid setting fails here, before
+        any training); `suggestion` the anchor suggestion for `train`.
+    """
     runs = [(name, dict(settings)) for name, settings in MASK_SETTINGS]
     boxes = network_boxes(train, base)
     suggestion = kml.evaluation.suggest_anchor_scales(
@@ -122,7 +133,27 @@ def plan_runs(train, base, anchor_scales):
     name = "anchors " + "/".join(f"{s:g}" for s in np.ravel(anchor_scales))
     runs.append((name, {"MASK_POOL_SIZE": 14, "MASK_SHAPE": (28, 28), "RPN_ANCHOR_SCALES": anchor_scales,
                         "RPN_ANCHOR_RATIOS": ratios}))
+    for box_scale in box_scales:
+        runs.append((f"box scale {box_scale:g}", {"MASK_POOL_SIZE": 14, "MASK_SHAPE": (28, 28),
+                                                  "MASK_BOX_SCALE": float(box_scale)}))
+    for _, settings in runs:
+        base.replace(**settings)
     return runs, suggestion
+
+
+def select_runs(runs, patterns):
+    """The runs whose names contain one of `patterns` (all runs for `None`), in plan order.
+
+    Raises:
+        ValueError: if a pattern matches no run; the message lists the names.
+    """
+    if patterns is None:
+        return list(runs)
+    names = [name for name, _ in runs]
+    unmatched = [p for p in patterns if not any(p in name for name in names)]
+    if unmatched:
+        raise ValueError(f"`--runs` {unmatched} match no run. The runs are: {names}")
+    return [(name, settings) for name, settings in runs if any(p in name for p in patterns)]
 
 
 def train_model(config, train, steps, seed, base=None):
@@ -229,6 +260,10 @@ def main(argv=None):
     parser.add_argument("--base-steps", type=int, default=700, help="training steps of the shared base model")
     parser.add_argument("--steps", type=int, default=250, help="training steps of each run, from the base")
     parser.add_argument("--anchor-scales", type=float, nargs=5, help="second anchor set (default: suggested)")
+    parser.add_argument("--box-scales", type=float, nargs="*", default=list(BOX_SCALES),
+                        help="MASK_BOX_SCALE of the box-scale runs, each in [1, 4] (default: 1.25 1.5; none: no such run)")
+    parser.add_argument("--runs", nargs="+", metavar="TEXT",
+                        help="train only the runs whose names contain one of these (default: all)")
     parser.add_argument("--output", default="sweep_output")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -237,7 +272,11 @@ def main(argv=None):
     os.makedirs(args.output, exist_ok=True)
 
     train, held_out, base = load_data(args)
-    runs, suggestion = plan_runs(train, base, args.anchor_scales and tuple(args.anchor_scales))
+    try:
+        runs, suggestion = plan_runs(train, base, args.anchor_scales and tuple(args.anchor_scales), args.box_scales)
+        runs = select_runs(runs, args.runs)
+    except ValueError as error:
+        parser.error(str(error))
     print(f"Keras {keras.__version__} ({keras.backend.backend()}); base {args.base_steps} steps, then {len(runs)} "
           f"runs x {args.steps} steps; {len(train)} training and {len(held_out)} held-out images of "
           f"{base.IMAGE_SHAPE[0]} px")
