@@ -47,9 +47,11 @@ import numpy as np  # noqa: E402
 
 import keras_maskrcnn_layers as kml  # noqa: E402
 
+# The shapes preset's mask branch, which the anchor and box-scale runs keep.
+PRESET_MASK = {"MASK_POOL_SIZE": 14, "MASK_SHAPE": (28, 28)}
 MASK_SETTINGS = (
     ("pool 7 -> 28 px", {"MASK_POOL_SIZE": 7, "MASK_SHAPE": (28, 28)}),
-    ("pool 14 -> 28 px", {"MASK_POOL_SIZE": 14, "MASK_SHAPE": (28, 28)}),
+    ("pool 14 -> 28 px", PRESET_MASK),
     ("pool 14 -> 56 px", {"MASK_POOL_SIZE": 14, "MASK_SHAPE": (56, 56)}),
     ("pool 28 -> 56 px", {"MASK_POOL_SIZE": 28, "MASK_SHAPE": (56, 56)}),
 )
@@ -131,11 +133,9 @@ def plan_runs(train, base, anchor_scales, box_scales=BOX_SCALES):
     else:
         ratios = tuple(base.RPN_ANCHOR_RATIOS)
     name = "anchors " + "/".join(f"{s:g}" for s in np.ravel(anchor_scales))
-    runs.append((name, {"MASK_POOL_SIZE": 14, "MASK_SHAPE": (28, 28), "RPN_ANCHOR_SCALES": anchor_scales,
-                        "RPN_ANCHOR_RATIOS": ratios}))
+    runs.append((name, {**PRESET_MASK, "RPN_ANCHOR_SCALES": anchor_scales, "RPN_ANCHOR_RATIOS": ratios}))
     for box_scale in box_scales:
-        runs.append((f"box scale {box_scale:g}", {"MASK_POOL_SIZE": 14, "MASK_SHAPE": (28, 28),
-                                                  "MASK_BOX_SCALE": float(box_scale)}))
+        runs.append((f"box scale {box_scale:g}", {**PRESET_MASK, "MASK_BOX_SCALE": float(box_scale)}))
     for _, settings in runs:
         base.replace(**settings)
     return runs, suggestion
